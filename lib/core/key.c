@@ -1,0 +1,136 @@
+/*
+ * key.c - key hashing and interning.
+ *
+ * The hash is a 64-bit multiply-fold over 16-byte blocks (the shape of
+ * wyhash): one 64x64->128 multiply per block, each half folded into the
+ * other, then a murmur3 finalizer.  It is seeded per queue so that keys an
+ * attacker chooses cannot be aimed at one hash chain or one shard.
+ */
+#include "key.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <ck_malloc.h>
+
+__extension__ typedef unsigned __int128 kwq_u128;
+
+#define P0 0xa0761d6478bd642fULL
+#define P1 0xe7037ed1a0b428dbULL
+#define P2 0x8ebc6af09c88c6e3ULL
+#define P3 0x589965cc75374cc3ULL
+
+static inline uint64_t mulfold(uint64_t a, uint64_t b)
+{
+	kwq_u128 r = (kwq_u128)a * b;
+	return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+static inline uint64_t load64(const unsigned char *p)
+{
+	uint64_t v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+static inline uint64_t fmix64(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}
+
+uint64_t kwq__hash(const void *key, size_t len, uint64_t seed)
+{
+	const unsigned char *p = key;
+	uint64_t h = seed ^ mulfold(seed ^ P0, (uint64_t)len ^ P1);
+	size_t n = len;
+
+	while (n >= 16) {
+		h = mulfold(load64(p) ^ P1 ^ h, load64(p + 8) ^ P2);
+		p += 16;
+		n -= 16;
+	}
+	if (n >= 8) {
+		h = mulfold(load64(p) ^ P1 ^ h, P3);
+		p += 8;
+		n -= 8;
+	}
+	if (n > 0) {
+		uint64_t t = 0;
+		memcpy(&t, p, n);
+		h = mulfold(t ^ P2 ^ h, P3 ^ n);
+	}
+	return fmix64(h ^ len);
+}
+
+uint64_t kwq__random_seed(void)
+{
+	uint64_t s;
+
+	if (getrandom(&s, sizeof s, GRND_NONBLOCK) == (ssize_t)sizeof s)
+		return s;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return fmix64((uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec ^
+		      (uint64_t)(uintptr_t)&s);
+}
+
+void *kwq__entry_new(size_t entry_size, size_t item_offset, const struct kwq_key *k)
+{
+	char *e = calloc(1, entry_size + k->len);
+	if (e == NULL)
+		return NULL;
+	struct kwq_item *it = (struct kwq_item *)(void *)(e + item_offset);
+	it->hash = k->hash;
+	it->len = k->len;
+	it->key = it->bytes;
+	if (k->len > 0)
+		memcpy(it->bytes, k->bytes, k->len);
+	return e;
+}
+
+unsigned long kwq__item_hs_hash(const void *item, unsigned long seed)
+{
+	(void)seed;
+	return (unsigned long)((const struct kwq_item *)item)->hash;
+}
+
+bool kwq__item_hs_compare(const void *a, const void *b)
+{
+	return kwq__item_equal(a, b);
+}
+
+static void *hs_malloc(size_t n)
+{
+	return malloc(n);
+}
+
+static void *hs_realloc(void *p, size_t old, size_t n, bool defer)
+{
+	(void)old;
+	(void)defer;
+	return realloc(p, n);
+}
+
+/*
+ * Every ck_hs of ours is touched only under the lock that owns it, so no
+ * reader can still be inside a map that is freed: deferral is not needed.
+ */
+static void hs_free(void *p, size_t n, bool defer)
+{
+	(void)n;
+	(void)defer;
+	free(p);
+}
+
+struct ck_malloc kwq__ck_allocator = {
+	.malloc = hs_malloc,
+	.realloc = hs_realloc,
+	.free = hs_free,
+};

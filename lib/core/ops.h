@@ -1,0 +1,70 @@
+/*
+ * ops.h - the contract an implementation of the queue meets.
+ *
+ * lib/core/queue.c owns the public entry points: it checks arguments, hashes
+ * keys and turns timeouts into deadlines, so an implementation only ever
+ * sees valid input.  An implementation embeds struct kwq as the first member
+ * of its own queue struct and fills in the ops below.
+ */
+#ifndef KWQ_CORE_OPS_H
+#define KWQ_CORE_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kwq.h"
+#include "key.h"
+
+/* Deadline values for kwq_ops.get. */
+#define KWQ_DEADLINE_NONE INT64_MAX /* block until an item or shutdown */
+#define KWQ_DEADLINE_POLL 0         /* never block */
+
+struct kwq_ops;
+
+/* The part of every queue the core owns. */
+struct kwq {
+	const struct kwq_ops *ops;
+	uint64_t seed;          /* per-queue hash seed (hash flooding) */
+	kwq_clock_t *clock;     /* borrowed; NULL = monotonic */
+	char *name;             /* owned copy, or NULL */
+};
+
+struct kwq_ops {
+	const char *name;
+
+	/*
+	 * Allocate and initialize the implementation's queue with q->ops,
+	 * seed, clock and name already decided in *base (copied in).
+	 * Returns the new queue or NULL with errno set.
+	 */
+	struct kwq *(*create)(const struct kwq *base, const struct kwq_config *cfg);
+
+	/* Free everything; the queue is already shut down. */
+	void (*destroy)(struct kwq *q);
+
+	/* kwq_add() on a validated key.  0, -ESHUTDOWN or -ENOMEM. */
+	int (*add)(struct kwq *q, const struct kwq_key *key);
+
+	/*
+	 * Hand out the head.  deadline is an absolute CLOCK_MONOTONIC time,
+	 * KWQ_DEADLINE_POLL (do not block) or KWQ_DEADLINE_NONE.
+	 * 0, -ESHUTDOWN, or -ETIMEDOUT when the deadline passed (also for
+	 * KWQ_DEADLINE_POLL; the core maps that to -EAGAIN for try_get).
+	 */
+	int (*get)(struct kwq *q, struct kwq_item **item, int64_t deadline);
+
+	/* kwq_done() on a non-NULL handle.  0 or -EINVAL (not held). */
+	int (*done)(struct kwq *q, struct kwq_item *item);
+
+	size_t (*len)(struct kwq *q);
+
+	/* Refuse adds and wake all getters; drain: then wait as documented. */
+	void (*shutdown)(struct kwq *q, bool drain);
+
+	bool (*shutting_down)(struct kwq *q);
+};
+
+extern const struct kwq_ops kwq__mutex_ops;
+
+#endif

@@ -1,0 +1,175 @@
+/*
+ * queue.c - the public entry points.
+ *
+ * Everything an implementation would otherwise repeat lives here: argument
+ * checks (bad input returns -EINVAL before any state is touched), key
+ * hashing with the queue's seed, the timeout-to-deadline conversion, and the
+ * choice of implementation.  The implementations behind struct kwq_ops see
+ * only valid input.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "kwq.h"
+#include "ops.h"
+
+/* The size of the first published struct kwq_config (API.md). */
+#define KWQ_CONFIG_SIZE_V1 \
+	(offsetof(struct kwq_config, limiter) + sizeof(kwq_limiter_t *))
+
+#define KWQ_SHARDS_MAX 65536u
+
+/* Any non-NULL pointer works for a zero-length key. */
+static const unsigned char empty_key[1];
+
+static int key_check(const kwq_t *q, const void *key, size_t len, struct kwq_key *k)
+{
+	if (q == NULL || (key == NULL && len > 0) || len > KWQ_KEY_MAX)
+		return -EINVAL;
+	k->bytes = len > 0 ? key : empty_key;
+	k->len = (uint32_t)len;
+	k->hash = kwq__hash(k->bytes, len, q->seed);
+	return 0;
+}
+
+kwq_t *kwq_new(const struct kwq_config *cfg)
+{
+	struct kwq_config c = KWQ_CONFIG_INIT;
+
+	if (cfg != NULL) {
+		if (cfg->size < KWQ_CONFIG_SIZE_V1) {
+			errno = EINVAL;
+			return NULL;
+		}
+		memcpy(&c, cfg, sizeof c < cfg->size ? sizeof c : cfg->size);
+		c.size = sizeof c;
+	}
+
+	const struct kwq_ops *ops;
+	switch (c.impl) {
+	case KWQ_IMPL_MUTEX:
+		ops = &kwq__mutex_ops;
+		break;
+	case KWQ_IMPL_SHARDED:
+		ops = NULL;
+		break;
+	default:
+		errno = EINVAL;
+		return NULL;
+	}
+	if (c.shards > KWQ_SHARDS_MAX || c.limiter != NULL) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (ops == NULL) {
+		errno = ENOTSUP;
+		return NULL;
+	}
+
+	struct kwq base = {
+		.ops = ops,
+		.seed = kwq__random_seed(),
+		.clock = c.clock,
+		.name = NULL,
+	};
+	if (c.name != NULL) {
+		base.name = strdup(c.name);
+		if (base.name == NULL) {
+			errno = ENOMEM;
+			return NULL;
+		}
+	}
+	kwq_t *q = ops->create(&base, &c);
+	if (q == NULL) {
+		int e = errno;
+		free(base.name);
+		errno = e;
+	}
+	return q;
+}
+
+void kwq_free(kwq_t *q)
+{
+	if (q == NULL)
+		return;
+	char *name = q->name;
+	q->ops->shutdown(q, false);
+	q->ops->destroy(q);
+	free(name);
+}
+
+int kwq_add(kwq_t *q, const void *key, size_t len)
+{
+	struct kwq_key k;
+	int rc = key_check(q, key, len, &k);
+	if (rc != 0)
+		return rc;
+	return q->ops->add(q, &k);
+}
+
+int kwq_get(kwq_t *q, kwq_item_t **item)
+{
+	if (q == NULL || item == NULL)
+		return -EINVAL;
+	return q->ops->get(q, item, KWQ_DEADLINE_NONE);
+}
+
+int kwq_try_get(kwq_t *q, kwq_item_t **item)
+{
+	if (q == NULL || item == NULL)
+		return -EINVAL;
+	int rc = q->ops->get(q, item, KWQ_DEADLINE_POLL);
+	return rc == -ETIMEDOUT ? -EAGAIN : rc;
+}
+
+int kwq_get_timeout(kwq_t *q, kwq_item_t **item, int64_t timeout_ns)
+{
+	if (q == NULL || item == NULL)
+		return -EINVAL;
+	int64_t deadline = timeout_ns <= 0 ? KWQ_DEADLINE_POLL
+					   : kwq__sat_add(kwq__mono_now(), timeout_ns);
+	return q->ops->get(q, item, deadline);
+}
+
+const void *kwq_item_key(const kwq_item_t *item, size_t *len)
+{
+	if (item == NULL) {
+		if (len != NULL)
+			*len = 0;
+		return NULL;
+	}
+	if (len != NULL)
+		*len = item->len;
+	return item->bytes;
+}
+
+int kwq_done(kwq_t *q, kwq_item_t *item)
+{
+	if (q == NULL || item == NULL)
+		return -EINVAL;
+	return q->ops->done(q, item);
+}
+
+size_t kwq_len(kwq_t *q)
+{
+	return q == NULL ? 0 : q->ops->len(q);
+}
+
+void kwq_shutdown(kwq_t *q)
+{
+	if (q != NULL)
+		q->ops->shutdown(q, false);
+}
+
+void kwq_shutdown_drain(kwq_t *q)
+{
+	if (q != NULL)
+		q->ops->shutdown(q, true);
+}
+
+bool kwq_shutting_down(kwq_t *q)
+{
+	return q != NULL && q->ops->shutting_down(q);
+}

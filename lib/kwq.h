@@ -1,0 +1,288 @@
+/*
+ * kwq.h - a keyed work queue with the guarantees of Kubernetes client-go's
+ * util/workqueue, for C services.
+ *
+ * Producers add keys; workers get a key, process it and call kwq_done().
+ *
+ *   - a key queued twice is handed out once (dedup);
+ *   - a key is never held by two workers at once (exclusion);
+ *   - a key added while held is handed out again after kwq_done() (no lost
+ *     update);
+ *   - queued keys are handed out in FIFO order of the time they last became
+ *     queued;
+ *   - shutdown refuses adds and lets workers drain what is queued.
+ *
+ * Conventions
+ * -----------
+ * Fallible calls return 0 or a negative errno (-EINVAL, -ENOMEM, -ESHUTDOWN,
+ * -EAGAIN, -ETIMEDOUT, -ENOTSUP); kwq_strerror() names them.  Constructors
+ * return a pointer, or NULL with errno set.  Destructors accept NULL.  Times
+ * and durations are int64_t nanoseconds.
+ *
+ * A key is a byte string (key, len) with 0 <= len <= KWQ_KEY_MAX; key may be
+ * NULL only when len == 0.  Two keys are the same item when their bytes are
+ * equal.  The queue copies the bytes: the caller may reuse its buffer as soon
+ * as the call returns.  Integer or pointer identities are passed as
+ * (&id, sizeof id).
+ *
+ * A call given bad arguments returns -EINVAL and changes nothing.
+ *
+ * Happens-before: everything a thread did before kwq_add(k) happens-before
+ * the return of the get that hands out k for the processing that covers that
+ * add; everything a worker did before kwq_done() happens-before the next get
+ * that hands out the same key.
+ *
+ * Synchronization table
+ * ---------------------
+ * "any" means: may run concurrently with any other call on the same object,
+ * from any number of threads.  "excl" means: the caller must guarantee that
+ * no other call on the object is in flight or will start.
+ *
+ *   call                      concurrency   may block
+ *   ------------------------  ------------  ----------------------------------
+ *   kwq_new                   any           no (allocates)
+ *   kwq_free                  excl          joins the queue's own threads
+ *   kwq_add                   any           no (short internal lock)
+ *   kwq_get                   any           yes, until an item or shutdown
+ *   kwq_try_get               any           no
+ *   kwq_get_timeout           any           up to timeout_ns
+ *   kwq_item_key              any (*)       no
+ *   kwq_done                  any (*)       no
+ *   kwq_len                   any           no
+ *   kwq_shutdown              any           no
+ *   kwq_shutdown_drain        any           yes, until nothing queued or held
+ *   kwq_shutting_down         any           no
+ *   kwq_clock_now             any           no
+ *   kwq_clock_fake_new        any           no
+ *   kwq_clock_fake_step       any           no
+ *   kwq_clock_free            excl          no
+ *   kwq_strerror              any           no
+ *
+ *   (*) an item handle belongs to the thread holding it: kwq_item_key() and
+ *   kwq_done() on one handle must not race each other, and the handle is
+ *   invalid once kwq_done() has been called on it.
+ *
+ * Implementations
+ * ---------------
+ * KWQ_IMPL_MUTEX is the reference design, a literal port of client-go (one
+ * mutex, one condition variable, a FIFO, dirty and processing sets).
+ * KWQ_IMPL_SHARDED (the default) is the scalable design.
+ */
+#ifndef KWQ_H
+#define KWQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(KWQ_STATIC_DEFINE)
+#define KWQ_API __attribute__((visibility("default")))
+#else
+#define KWQ_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Conventions                                                               */
+
+/* The largest key length in bytes. */
+#define KWQ_KEY_MAX 65535
+
+/*
+ * kwq_strerror - a static, human-readable name for an error code.
+ *
+ * Accepts either sign (-EINVAL or EINVAL).  Never returns NULL; unknown codes
+ * give "unknown error".  Thread-safe, never blocks, the string is static.
+ */
+KWQ_API const char *kwq_strerror(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Types                                                                     */
+
+typedef struct kwq kwq_t;
+typedef struct kwq_item kwq_item_t;
+typedef struct kwq_clock kwq_clock_t;
+typedef struct kwq_limiter kwq_limiter_t;
+
+enum kwq_impl {
+	KWQ_IMPL_SHARDED = 0,
+	KWQ_IMPL_MUTEX = 1,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Queue lifetime                                                            */
+
+struct kwq_config {
+	size_t size;            /* sizeof(struct kwq_config); KWQ_CONFIG_INIT sets it */
+	enum kwq_impl impl;     /* default KWQ_IMPL_SHARDED */
+	const char *name;       /* optional, copied; a named queue keeps metrics */
+	unsigned shards;        /* sharded only; 0 = chosen from the CPU count */
+	kwq_clock_t *clock;     /* optional, borrowed; NULL = CLOCK_MONOTONIC */
+	kwq_limiter_t *limiter; /* optional, owned from kwq_new on (also on
+	                           failure); NULL = the default limiter */
+};
+
+#define KWQ_CONFIG_INIT ((struct kwq_config){ .size = sizeof(struct kwq_config) })
+
+/*
+ * kwq_new - create a queue.
+ *
+ * cfg NULL means all defaults (KWQ_IMPL_SHARDED, unnamed, monotonic clock).
+ * cfg is read during the call only; name is copied; clock is borrowed and
+ * must outlive the queue.
+ *
+ * Errors (NULL returned, errno set):
+ *   EINVAL  cfg->size smaller than the first published struct kwq_config,
+ *           an unknown impl, shards > 65536, or a non-NULL limiter (limiters
+ *           have no constructor in this release, so no valid one exists);
+ *   ENOTSUP impl == KWQ_IMPL_SHARDED (also the default): the sharded design
+ *           is not in this release yet; ask for KWQ_IMPL_MUTEX;
+ *   ENOMEM  allocation failed.
+ *
+ * shards is rounded up to a power of two (the mutex design ignores it after
+ * checking it).  Thread-safe; does not block.
+ */
+KWQ_API kwq_t *kwq_new(const struct kwq_config *cfg);
+
+/*
+ * kwq_free - shut the queue down if it is not, and free it with everything
+ * in it: items queued, held or delayed included (handles still held become
+ * invalid).  NULL is accepted.
+ *
+ * Exclusive: no other thread may be inside, or later enter, any call on q.
+ */
+KWQ_API void kwq_free(kwq_t *q);
+
+/* ------------------------------------------------------------------------ */
+/* Core: add, get, done                                                      */
+
+/*
+ * kwq_add - make the key queued.
+ *
+ *   absent     -> queued at the tail
+ *   queued     -> unchanged (position kept)
+ *   held       -> held+dirty (queued again at the tail on kwq_done)
+ *   held+dirty -> unchanged
+ *
+ * The key bytes are copied.  Thread-safe; never blocks on other callers for
+ * longer than a short critical section; never fails for capacity.
+ *
+ * Returns 0, or -EINVAL (q NULL, key NULL with len > 0, len > KWQ_KEY_MAX),
+ * -ESHUTDOWN (the queue is shutting down; nothing changes), -ENOMEM.
+ */
+KWQ_API int kwq_add(kwq_t *q, const void *key, size_t len);
+
+/*
+ * kwq_get - take the head of the queue, blocking while none is queued.
+ *
+ * On success returns 0 and sets *item to a handle the caller holds until it
+ * passes it to kwq_done().  The key is held: no other get hands it out until
+ * then.  After shutdown, gets keep handing out queued items; once none is
+ * queued they return -ESHUTDOWN at once.  A blocked get is woken by shutdown.
+ *
+ * Returns 0, -EINVAL (q or item NULL), -ESHUTDOWN.  *item is untouched on
+ * error.
+ */
+KWQ_API int kwq_get(kwq_t *q, kwq_item_t **item);
+
+/*
+ * kwq_try_get - as kwq_get(), but returns -EAGAIN instead of blocking when
+ * nothing is queued and the queue is not shutting down.
+ */
+KWQ_API int kwq_try_get(kwq_t *q, kwq_item_t **item);
+
+/*
+ * kwq_get_timeout - as kwq_get(), but blocks at most timeout_ns (measured on
+ * CLOCK_MONOTONIC, whatever clock the queue was given), then returns
+ * -ETIMEDOUT.  timeout_ns <= 0 does not block (and gives -ETIMEDOUT rather
+ * than -EAGAIN when nothing is queued).
+ */
+KWQ_API int kwq_get_timeout(kwq_t *q, kwq_item_t **item, int64_t timeout_ns);
+
+/*
+ * kwq_item_key - the key bytes of a held item, and their length in *len
+ * (len may be NULL).  The bytes stay valid until kwq_done() on the item.
+ * Returns NULL for a NULL item.  Never blocks.  The returned pointer is
+ * non-NULL for a held item even when its length is 0.
+ */
+KWQ_API const void *kwq_item_key(const kwq_item_t *item, size_t *len);
+
+/*
+ * kwq_done - finish processing a held item.
+ *
+ *   held       -> absent (the handle is freed)
+ *   held+dirty -> queued at the tail (the handle is invalid afterwards)
+ *
+ * item must be a handle returned by a get on q and not yet passed to
+ * kwq_done(); the call consumes it.  Works after shutdown too (a held+dirty
+ * item is queued again so that a drain sees it processed).
+ *
+ * Returns 0, or -EINVAL (q or item NULL, or a handle that is not held).
+ */
+KWQ_API int kwq_done(kwq_t *q, kwq_item_t *item);
+
+/*
+ * kwq_len - the number of queued items (neither held nor delayed).  Exact
+ * when no call is in flight; a snapshot otherwise.  0 for q NULL.
+ */
+KWQ_API size_t kwq_len(kwq_t *q);
+
+/*
+ * kwq_shutdown - refuse adds from now on and wake every blocked get; does
+ * not wait for anything.  Calling it again changes nothing, except that it
+ * makes every running kwq_shutdown_drain() return.  NULL is ignored.
+ */
+KWQ_API void kwq_shutdown(kwq_t *q);
+
+/*
+ * kwq_shutdown_drain - shut down as kwq_shutdown(), then block until no item
+ * is queued or held.  Workers must keep calling get and done meanwhile.
+ * Waits also when the queue was already shut down; concurrent drains all
+ * return when the queue is empty; a kwq_shutdown() called during the drain
+ * makes it return at once.  NULL is ignored.
+ */
+KWQ_API void kwq_shutdown_drain(kwq_t *q);
+
+/*
+ * kwq_shutting_down - true once kwq_shutdown() or kwq_shutdown_drain() was
+ * called.  false for q NULL.
+ */
+KWQ_API bool kwq_shutting_down(kwq_t *q);
+
+/* ------------------------------------------------------------------------ */
+/* Clocks                                                                    */
+
+/*
+ * kwq_clock_now - the clock's time in nanoseconds.  NULL reads
+ * CLOCK_MONOTONIC.  Thread-safe, never blocks.
+ */
+KWQ_API int64_t kwq_clock_now(const kwq_clock_t *c);
+
+/*
+ * kwq_clock_fake_new - a fake clock that reads start_ns until stepped.
+ * Returns NULL with errno ENOMEM on failure.  The caller owns it and frees it
+ * with kwq_clock_free() after every queue that uses it.
+ */
+KWQ_API kwq_clock_t *kwq_clock_fake_new(int64_t start_ns);
+
+/*
+ * kwq_clock_fake_step - move a fake clock forward by delta_ns (negative
+ * values are ignored: the clock never goes back; the sum saturates).
+ * Ignored for NULL.  Thread-safe, never blocks.
+ */
+KWQ_API void kwq_clock_fake_step(kwq_clock_t *c, int64_t delta_ns);
+
+/*
+ * kwq_clock_free - free a fake clock.  NULL is accepted.  Exclusive: no
+ * queue may still use it.
+ */
+KWQ_API void kwq_clock_free(kwq_clock_t *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KWQ_H */
