@@ -125,7 +125,12 @@ struct kwq_config {
 	                           failure); NULL = the default limiter */
 };
 
+#ifdef __cplusplus
+#define KWQ_CONFIG_INIT \
+	(kwq_config{ sizeof(kwq_config), KWQ_IMPL_SHARDED, nullptr, 0, nullptr, nullptr })
+#else
 #define KWQ_CONFIG_INIT ((struct kwq_config){ .size = sizeof(struct kwq_config) })
+#endif
 
 /*
  * kwq_new - create a queue.

@@ -1,0 +1,893 @@
+/*
+ * conformance.c - one body of tests for every behaviour of the core API
+ * (API.md), run against each implementation as a row of a table.
+ *
+ *   conformance ROW     runs every case on one row ("mutex", "sharded")
+ *
+ * Blocking behaviour is checked by observing state, never by timing a fast
+ * path: a thread that must still be blocked after a pause is checked to be
+ * blocked; a thread that must return is joined (meson's timeout catches a
+ * hang).  The pauses only give a wrong implementation a chance to show.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <kwq.h>
+
+#include "tap.h"
+
+struct row {
+	const char *name;
+	enum kwq_impl impl;
+};
+
+static const struct row rows[] = {
+	{ "mutex", KWQ_IMPL_MUTEX },
+	{ "sharded", KWQ_IMPL_SHARDED },
+};
+
+static const struct row *row;
+
+static kwq_t *new_queue(void)
+{
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = row->impl;
+	kwq_t *q = kwq_new(&cfg);
+	if (q == NULL) {
+		printf("Bail out! kwq_new(%s): %s\n", row->name, kwq_strerror(errno));
+		exit(1);
+	}
+	return q;
+}
+
+static void pause_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static int64_t now_ns(void)
+{
+	return kwq_clock_now(NULL);
+}
+
+#define ADDS(q, s) kwq_add((q), (s), strlen(s))
+
+/* Get the head without blocking and check its key. */
+#define CHECK_GET(q, s, out)                                                    \
+	do {                                                                    \
+		kwq_item_t *it_ = NULL;                                          \
+		CHECK_EQ(kwq_try_get((q), &it_), 0);                              \
+		size_t l_;                                                       \
+		const void *k_ = kwq_item_key(it_, &l_);                          \
+		CHECK_MEM(k_, l_, (s), strlen(s));                                \
+		*(out) = it_;                                                    \
+	} while (0)
+
+#define CHECK_GET_DONE(q, s)                                                    \
+	do {                                                                    \
+		kwq_item_t *d_;                                                  \
+		CHECK_GET((q), (s), &d_);                                        \
+		CHECK_EQ(kwq_done((q), d_), 0);                                   \
+	} while (0)
+
+/* ---------------------------------------------------------------- basics */
+
+static void t_dedup(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *it;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_len(q), 2);
+	CHECK_GET_DONE(q, "a");
+	CHECK_GET_DONE(q, "b");
+	CHECK_EQ(kwq_try_get(q, &it), -EAGAIN);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_free(q);
+}
+
+static void t_fifo(void)
+{
+	kwq_t *q = new_queue();
+	char k[32];
+
+	for (int i = 0; i < 1000; i++) {
+		snprintf(k, sizeof k, "k%d", i);
+		CHECK_EQ(ADDS(q, k), 0);
+	}
+	CHECK_EQ(kwq_len(q), 1000);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(k, sizeof k, "k%d", i);
+		CHECK_GET_DONE(q, k);
+	}
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_free(q);
+}
+
+/* FIFO is by the time an item last became queued. */
+static void t_fifo_by_time_queued(void)
+{
+	kwq_t *q = new_queue();
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_GET_DONE(q, "a");
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "c"), 0);
+	CHECK_GET_DONE(q, "b");
+	CHECK_GET_DONE(q, "a");
+	CHECK_GET_DONE(q, "c");
+	kwq_free(q);
+}
+
+static void t_readd_while_held(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a, *x;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(kwq_len(q), 0);
+	/* held -> held+dirty: not queued, not handed to a second worker */
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	/* done re-queues a at the tail, behind b */
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_EQ(kwq_len(q), 2);
+	CHECK_GET_DONE(q, "b");
+	CHECK_GET(q, "a", &a);
+	/* processed once: done now makes it absent */
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+	kwq_free(q);
+}
+
+static void t_done_absent_then_add(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET_DONE(q, "a");
+	kwq_free(q);
+}
+
+static void t_len_counts_queued_only(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a, *b;
+
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_EQ(ADDS(q, "c"), 0);
+	CHECK_EQ(kwq_len(q), 3);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(kwq_len(q), 2);
+	CHECK_GET(q, "b", &b);
+	CHECK_EQ(ADDS(q, "a"), 0); /* held+dirty */
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_EQ(kwq_done(q, b), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_EQ(kwq_len(q), 2);
+	kwq_free(q);
+}
+
+static void t_try_get_and_timeout(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *it = (kwq_item_t *)(uintptr_t)1;
+
+	CHECK_EQ(kwq_try_get(q, &it), -EAGAIN);
+	CHECK_PTR(it, ==, (kwq_item_t *)(uintptr_t)1); /* untouched on error */
+	CHECK_EQ(kwq_get_timeout(q, &it, 0), -ETIMEDOUT);
+	CHECK_EQ(kwq_get_timeout(q, &it, -1), -ETIMEDOUT);
+	CHECK_EQ(kwq_get_timeout(q, &it, INT64_MIN), -ETIMEDOUT);
+
+	int64_t t0 = now_ns();
+	CHECK_EQ(kwq_get_timeout(q, &it, 20 * 1000000), -ETIMEDOUT);
+	CHECK_INT(now_ns() - t0, >=, 20 * 1000000);
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_get_timeout(q, &it, 0), 0);
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_get_timeout(q, &it, INT64_MAX), 0);
+	CHECK_EQ(kwq_done(q, it), 0);
+	kwq_free(q);
+}
+
+/* ------------------------------------------------------------- blocking */
+
+struct getter {
+	pthread_t thread;
+	kwq_t *q;
+	int64_t timeout; /* < 0: kwq_get */
+	atomic_int state; /* 0 running, 1 returned */
+	int rc;
+	kwq_item_t *item;
+};
+
+static void *getter_main(void *arg)
+{
+	struct getter *g = arg;
+	g->item = NULL;
+	if (g->timeout < 0)
+		g->rc = kwq_get(g->q, &g->item);
+	else
+		g->rc = kwq_get_timeout(g->q, &g->item, g->timeout);
+	atomic_store(&g->state, 1);
+	return NULL;
+}
+
+static void getter_start(struct getter *g, kwq_t *q, int64_t timeout)
+{
+	g->q = q;
+	g->timeout = timeout;
+	atomic_init(&g->state, 0);
+	pthread_create(&g->thread, NULL, getter_main, g);
+}
+
+static void t_get_blocks_until_add(void)
+{
+	kwq_t *q = new_queue();
+	struct getter g;
+
+	getter_start(&g, q, -1);
+	pause_ms(30);
+	CHECK_EQ(atomic_load(&g.state), 0);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	pthread_join(g.thread, NULL);
+	CHECK_EQ(g.rc, 0);
+	size_t l;
+	const void *k = kwq_item_key(g.item, &l);
+	CHECK_MEM(k, l, "a", 1);
+	CHECK_EQ(kwq_done(q, g.item), 0);
+
+	/* a get with a long timeout is woken by an add, well before it */
+	int64_t t0 = now_ns();
+	getter_start(&g, q, 60LL * 1000000000);
+	pause_ms(10);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	pthread_join(g.thread, NULL);
+	CHECK_EQ(g.rc, 0);
+	CHECK_INT(now_ns() - t0, <, 30LL * 1000000000);
+	CHECK_EQ(kwq_done(q, g.item), 0);
+	kwq_free(q);
+}
+
+static void t_done_wakes_getter_for_dirty(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a;
+	struct getter g;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(ADDS(q, "a"), 0); /* held+dirty */
+	getter_start(&g, q, -1);
+	pause_ms(30);
+	CHECK_EQ(atomic_load(&g.state), 0); /* not handed to a second worker */
+	CHECK_EQ(kwq_done(q, a), 0);
+	pthread_join(g.thread, NULL);
+	CHECK_EQ(g.rc, 0);
+	size_t l;
+	const void *k = kwq_item_key(g.item, &l);
+	CHECK_MEM(k, l, "a", 1);
+	CHECK_EQ(kwq_done(q, g.item), 0);
+	kwq_free(q);
+}
+
+/* ------------------------------------------------------------- shutdown */
+
+static void t_shutdown_refuses_adds_and_drains_gets(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *it;
+
+	CHECK(!kwq_shutting_down(q));
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	kwq_shutdown(q);
+	CHECK(kwq_shutting_down(q));
+	CHECK_EQ(ADDS(q, "c"), -ESHUTDOWN);
+	CHECK_EQ(ADDS(q, "a"), -ESHUTDOWN);
+	CHECK_EQ(kwq_len(q), 2);
+	CHECK_GET_DONE(q, "a");
+	CHECK_EQ(kwq_get(q, &it), 0); /* still handed out after shutdown */
+	size_t l;
+	const void *k = kwq_item_key(it, &l);
+	CHECK_MEM(k, l, "b", 1);
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_EQ(kwq_get(q, &it), -ESHUTDOWN); /* at once, no blocking */
+	CHECK_EQ(kwq_try_get(q, &it), -ESHUTDOWN);
+	CHECK_EQ(kwq_get_timeout(q, &it, 1000000000), -ESHUTDOWN);
+	CHECK_EQ(kwq_get_timeout(q, &it, 0), -ESHUTDOWN);
+	kwq_shutdown(q); /* again: no change */
+	CHECK(kwq_shutting_down(q));
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_free(q);
+}
+
+static void t_shutdown_wakes_blocked_gets(void)
+{
+	kwq_t *q = new_queue();
+	struct getter g[4];
+
+	for (int i = 0; i < 4; i++)
+		getter_start(&g[i], q, i < 2 ? -1 : 60LL * 1000000000);
+	pause_ms(30);
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(atomic_load(&g[i].state), 0);
+	kwq_shutdown(q);
+	for (int i = 0; i < 4; i++) {
+		pthread_join(g[i].thread, NULL);
+		CHECK_EQ(g[i].rc, -ESHUTDOWN);
+	}
+	kwq_free(q);
+}
+
+static void t_shutdown_held_item(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a, *it;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	kwq_shutdown(q);
+	CHECK_EQ(ADDS(q, "a"), -ESHUTDOWN); /* held stays held, not dirty */
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_EQ(kwq_get(q, &it), -ESHUTDOWN);
+	kwq_free(q);
+}
+
+/* A held+dirty item is queued again on done even after get said shutdown. */
+static void t_shutdown_dirty_requeued_on_done(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a, *it;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_get(q, &it), -ESHUTDOWN);
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_EQ(kwq_get(q, &it), 0);
+	size_t l;
+	const void *k = kwq_item_key(it, &l);
+	CHECK_MEM(k, l, "a", 1);
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_EQ(kwq_get(q, &it), -ESHUTDOWN);
+	kwq_free(q);
+}
+
+struct drainer {
+	pthread_t thread;
+	kwq_t *q;
+	atomic_int returned;
+};
+
+static void *drainer_main(void *arg)
+{
+	struct drainer *d = arg;
+	kwq_shutdown_drain(d->q);
+	atomic_store(&d->returned, 1);
+	return NULL;
+}
+
+static void drainer_start(struct drainer *d, kwq_t *q)
+{
+	d->q = q;
+	atomic_init(&d->returned, 0);
+	pthread_create(&d->thread, NULL, drainer_main, d);
+}
+
+static void t_drain_waits_for_queued_and_held(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a, *b;
+	struct drainer d[3];
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_GET(q, "a", &a);
+	for (int i = 0; i < 3; i++)
+		drainer_start(&d[i], q);
+	pause_ms(30);
+	CHECK(kwq_shutting_down(q));
+	CHECK_EQ(ADDS(q, "c"), -ESHUTDOWN);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(atomic_load(&d[i].returned), 0);
+	CHECK_GET(q, "b", &b);
+	CHECK_EQ(kwq_done(q, b), 0);
+	pause_ms(20);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(atomic_load(&d[i].returned), 0); /* a still held */
+	CHECK_EQ(kwq_done(q, a), 0);
+	for (int i = 0; i < 3; i++) {
+		pthread_join(d[i].thread, NULL);
+		CHECK_EQ(atomic_load(&d[i].returned), 1);
+	}
+	kwq_free(q);
+}
+
+static void t_drain_waits_for_dirty_requeue(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a, *it;
+	struct drainer d;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	drainer_start(&d, q);
+	pause_ms(30);
+	CHECK_EQ(kwq_done(q, a), 0); /* queued again: drain keeps waiting */
+	pause_ms(20);
+	CHECK_EQ(atomic_load(&d.returned), 0);
+	CHECK_EQ(kwq_get(q, &it), 0);
+	CHECK_EQ(kwq_done(q, it), 0);
+	pthread_join(d.thread, NULL);
+	kwq_free(q);
+}
+
+static void t_drain_ended_by_shutdown(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a;
+	struct drainer d[2];
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_GET(q, "a", &a);
+	drainer_start(&d[0], q);
+	drainer_start(&d[1], q);
+	pause_ms(30);
+	CHECK_EQ(atomic_load(&d[0].returned), 0);
+	kwq_shutdown(q);
+	pthread_join(d[0].thread, NULL);
+	pthread_join(d[1].thread, NULL);
+	CHECK_EQ(kwq_len(q), 1); /* the drain did not wait for b */
+	CHECK_EQ(kwq_done(q, a), 0);
+	kwq_free(q); /* frees b, still queued */
+}
+
+static void t_drain_empty_and_repeated(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a;
+	struct drainer d;
+
+	kwq_shutdown_drain(q); /* empty: returns at once */
+	CHECK(kwq_shutting_down(q));
+	kwq_shutdown_drain(q); /* again, still empty */
+	kwq_free(q);
+
+	/* a drain after a plain shutdown still waits */
+	q = new_queue();
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	kwq_shutdown(q);
+	drainer_start(&d, q);
+	pause_ms(30);
+	CHECK_EQ(atomic_load(&d.returned), 0);
+	CHECK_EQ(kwq_done(q, a), 0);
+	pthread_join(d.thread, NULL);
+	kwq_free(q);
+}
+
+/* ------------------------------------------------------------------ keys */
+
+static void t_keys_binary(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *it;
+	size_t l;
+	const void *k;
+
+	CHECK_EQ(kwq_add(q, "a\0b", 3), 0);
+	CHECK_EQ(kwq_add(q, "a\0c", 3), 0);
+	CHECK_EQ(kwq_add(q, "a", 1), 0);
+	CHECK_EQ(kwq_add(q, "a\0", 2), 0);
+	CHECK_EQ(kwq_add(q, "a\0b", 3), 0);
+	CHECK_EQ(kwq_len(q), 4);
+
+	CHECK_EQ(kwq_try_get(q, &it), 0);
+	k = kwq_item_key(it, &l);
+	CHECK_MEM(k, l, "a\0b", 3);
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_EQ(kwq_try_get(q, &it), 0);
+	k = kwq_item_key(it, &l);
+	CHECK_MEM(k, l, "a\0c", 3);
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_EQ(kwq_try_get(q, &it), 0);
+	k = kwq_item_key(it, &l);
+	CHECK_MEM(k, l, "a", 1);
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_EQ(kwq_try_get(q, &it), 0);
+	k = kwq_item_key(it, &l);
+	CHECK_MEM(k, l, "a\0", 2);
+	CHECK_EQ(kwq_done(q, it), 0);
+
+	/* integer identities */
+	uint64_t id = 42;
+	CHECK_EQ(kwq_add(q, &id, sizeof id), 0);
+	id = 42;
+	CHECK_EQ(kwq_add(q, &id, sizeof id), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	kwq_free(q);
+}
+
+static void t_keys_empty(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *it;
+	size_t l = 99;
+
+	CHECK_EQ(kwq_add(q, NULL, 0), 0);
+	CHECK_EQ(kwq_add(q, "", 0), 0);
+	CHECK_EQ(kwq_add(q, "xyz", 0), 0); /* same empty key */
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_EQ(kwq_try_get(q, &it), 0);
+	CHECK_PTR(kwq_item_key(it, &l), !=, NULL);
+	CHECK_EQ(l, 0);
+	CHECK_EQ(kwq_add(q, NULL, 0), 0); /* held+dirty */
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	kwq_free(q);
+}
+
+static void t_keys_max(void)
+{
+	kwq_t *q = new_queue();
+	size_t n = KWQ_KEY_MAX + 1;
+	unsigned char *big = malloc(n);
+	kwq_item_t *it;
+	size_t l;
+
+	CHECK(big != NULL);
+	for (size_t i = 0; i < n; i++)
+		big[i] = (unsigned char)(i * 31 + 7);
+	CHECK_EQ(kwq_add(q, big, KWQ_KEY_MAX), 0);
+	CHECK_EQ(kwq_add(q, big, KWQ_KEY_MAX + 1), -EINVAL);
+	CHECK_EQ(kwq_add(q, big, SIZE_MAX), -EINVAL);
+	CHECK_EQ(kwq_len(q), 1);
+	/* the queue copied the bytes: scribble on the caller's buffer */
+	unsigned char *copy = malloc(KWQ_KEY_MAX);
+	CHECK(copy != NULL);
+	memcpy(copy, big, KWQ_KEY_MAX);
+	memset(big, 0, n);
+	CHECK_EQ(kwq_try_get(q, &it), 0);
+	const void *k = kwq_item_key(it, &l);
+	CHECK_MEM(k, l, copy, KWQ_KEY_MAX);
+	CHECK_EQ(kwq_done(q, it), 0);
+	free(copy);
+	free(big);
+	kwq_free(q);
+}
+
+/* ------------------------------------------------------------ bad input */
+
+static void t_bad_input(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *it = NULL;
+	size_t l = 7;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_add(NULL, "a", 1), -EINVAL);
+	CHECK_EQ(kwq_add(q, NULL, 1), -EINVAL);
+	CHECK_EQ(kwq_add(q, "x", (size_t)KWQ_KEY_MAX + 1), -EINVAL);
+	CHECK_EQ(kwq_get(NULL, &it), -EINVAL);
+	CHECK_EQ(kwq_get(q, NULL), -EINVAL);
+	CHECK_EQ(kwq_try_get(NULL, &it), -EINVAL);
+	CHECK_EQ(kwq_try_get(q, NULL), -EINVAL);
+	CHECK_EQ(kwq_get_timeout(NULL, &it, 1), -EINVAL);
+	CHECK_EQ(kwq_get_timeout(q, NULL, 1), -EINVAL);
+	CHECK_EQ(kwq_done(q, NULL), -EINVAL);
+	CHECK_EQ(kwq_done(NULL, NULL), -EINVAL);
+	CHECK_PTR(kwq_item_key(NULL, &l), ==, NULL);
+	CHECK_EQ(l, 0);
+	CHECK_EQ(kwq_len(NULL), 0);
+	CHECK(!kwq_shutting_down(NULL));
+	kwq_shutdown(NULL);
+	kwq_shutdown_drain(NULL);
+	kwq_free(NULL);
+
+	/* nothing changed */
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK(!kwq_shutting_down(q));
+	CHECK_GET(q, "a", &it);
+	CHECK_EQ(kwq_done(NULL, it), -EINVAL); /* still held after this */
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_free(q);
+}
+
+static void t_bad_config(void)
+{
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = row->impl;
+
+	struct kwq_config c = cfg;
+	c.size = 0;
+	errno = 0;
+	CHECK_PTR(kwq_new(&c), ==, NULL);
+	CHECK_EQ(errno, EINVAL);
+	c.size = offsetof(struct kwq_config, limiter);
+	errno = 0;
+	CHECK_PTR(kwq_new(&c), ==, NULL);
+	CHECK_EQ(errno, EINVAL);
+
+	c = cfg;
+	c.impl = (enum kwq_impl)7;
+	errno = 0;
+	CHECK_PTR(kwq_new(&c), ==, NULL);
+	CHECK_EQ(errno, EINVAL);
+	c.impl = (enum kwq_impl)-1;
+	errno = 0;
+	CHECK_PTR(kwq_new(&c), ==, NULL);
+	CHECK_EQ(errno, EINVAL);
+
+	c = cfg;
+	c.shards = 65537;
+	errno = 0;
+	CHECK_PTR(kwq_new(&c), ==, NULL);
+	CHECK_EQ(errno, EINVAL);
+
+	/* accepted: the limits, a larger struct from a newer header, a name */
+	c = cfg;
+	c.shards = 65536;
+	kwq_t *q = kwq_new(&c);
+	CHECK(q != NULL);
+	kwq_free(q);
+	c.shards = 3; /* rounded up */
+	q = kwq_new(&c);
+	CHECK(q != NULL);
+	kwq_free(q);
+
+	struct {
+		struct kwq_config cfg;
+		char future[64];
+	} big;
+	memset(&big, 0, sizeof big);
+	big.cfg = cfg;
+	big.cfg.size = sizeof big;
+	char name[] = "conformance";
+	big.cfg.name = name;
+	q = kwq_new(&big.cfg);
+	CHECK(q != NULL);
+	name[0] = 'X'; /* the queue copied it */
+	CHECK_EQ(ADDS(q, "a"), 0);
+	kwq_free(q);
+}
+
+static void t_strerror(void)
+{
+	CHECK(strcmp(kwq_strerror(-EINVAL), kwq_strerror(EINVAL)) == 0);
+	const int codes[] = { EINVAL, ENOMEM, ESHUTDOWN, EAGAIN, ETIMEDOUT };
+	for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+		const char *s = kwq_strerror(-codes[i]);
+		CHECK(s != NULL && strcmp(s, "unknown error") != 0);
+		for (size_t j = 0; j < i; j++)
+			CHECK(strcmp(s, kwq_strerror(codes[j])) != 0);
+	}
+	CHECK(strcmp(kwq_strerror(-12345), "unknown error") == 0);
+	CHECK(kwq_strerror(INT32_MIN) != NULL);
+}
+
+static void t_free_with_items(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a, *b;
+	char k[16];
+
+	for (int i = 0; i < 100; i++) {
+		snprintf(k, sizeof k, "k%d", i);
+		CHECK_EQ(ADDS(q, k), 0);
+	}
+	CHECK_GET(q, "k0", &a);
+	CHECK_GET(q, "k1", &b);
+	CHECK_EQ(ADDS(q, "k1"), 0); /* held+dirty */
+	(void)a;
+	kwq_free(q); /* frees queued, held and held+dirty (checked by ASan) */
+}
+
+static void t_clock_fake(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(1000);
+	CHECK(c != NULL);
+	CHECK_EQ(kwq_clock_now(c), 1000);
+	kwq_clock_fake_step(c, 500);
+	CHECK_EQ(kwq_clock_now(c), 1500);
+	kwq_clock_fake_step(c, -100); /* never goes back */
+	CHECK_EQ(kwq_clock_now(c), 1500);
+	kwq_clock_fake_step(c, INT64_MAX); /* saturates */
+	CHECK_EQ(kwq_clock_now(c), INT64_MAX);
+	kwq_clock_fake_step(NULL, 1);
+	int64_t a = kwq_clock_now(NULL), b = kwq_clock_now(NULL);
+	CHECK_INT(b, >=, a);
+
+	/* a queue on a fake clock works as any other */
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = row->impl;
+	cfg.clock = c;
+	kwq_t *q = kwq_new(&cfg);
+	CHECK(q != NULL);
+	kwq_item_t *it;
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_get_timeout(q, &it, 1000000), 0);
+	CHECK_EQ(kwq_done(q, it), 0);
+	kwq_free(q);
+	kwq_clock_free(c);
+	kwq_clock_free(NULL);
+}
+
+/* ------------------------------------------------------------ concurrent */
+
+#define CK_KEYS 256
+#define CK_PRODUCERS 4
+#define CK_WORKERS 4
+#define CK_ADDS 20000
+
+struct shared {
+	kwq_t *q;
+	atomic_int owner[CK_KEYS];      /* 0 free, else worker id + 1 */
+	atomic_long version[CK_KEYS];   /* bumped by producers before adding */
+	atomic_long seen[CK_KEYS];      /* last version a processing saw */
+	atomic_long gets;
+	atomic_int violations;
+};
+
+struct worker_arg {
+	struct shared *s;
+	int id;
+};
+
+static void *cc_producer(void *arg)
+{
+	struct worker_arg *w = arg;
+	struct shared *s = w->s;
+	unsigned x = (unsigned)w->id * 2654435761u + 1;
+
+	for (int i = 0; i < CK_ADDS; i++) {
+		x = x * 1103515245u + 12345u;
+		int k = (int)((x >> 8) % CK_KEYS);
+		atomic_fetch_add_explicit(&s->version[k], 1, memory_order_relaxed);
+		if (kwq_add(s->q, &k, sizeof k) != 0)
+			atomic_fetch_add(&s->violations, 1);
+	}
+	return NULL;
+}
+
+static void *cc_worker(void *arg)
+{
+	struct worker_arg *w = arg;
+	struct shared *s = w->s;
+	kwq_item_t *it;
+
+	while (kwq_get(s->q, &it) == 0) {
+		size_t l;
+		int k;
+		memcpy(&k, kwq_item_key(it, &l), sizeof k);
+		int expect = 0;
+		if (l != sizeof k || !atomic_compare_exchange_strong(&s->owner[k],
+				&expect, w->id + 1))
+			atomic_fetch_add(&s->violations, 1);
+		long v = atomic_load_explicit(&s->version[k], memory_order_relaxed);
+		atomic_store_explicit(&s->seen[k], v, memory_order_relaxed);
+		atomic_fetch_add_explicit(&s->gets, 1, memory_order_relaxed);
+		if ((atomic_load(&s->gets) & 63) == 0)
+			sched_yield();
+		expect = w->id + 1;
+		if (!atomic_compare_exchange_strong(&s->owner[k], &expect, 0))
+			atomic_fetch_add(&s->violations, 1);
+		if (kwq_done(s->q, it) != 0)
+			atomic_fetch_add(&s->violations, 1);
+	}
+	return NULL;
+}
+
+/* Exclusion, no lost update, and conservation, with many threads. */
+static void t_concurrent_exclusion_no_lost_update(void)
+{
+	static struct shared s;
+	memset(&s, 0, sizeof s);
+	s.q = new_queue();
+	pthread_t pt[CK_PRODUCERS], wt[CK_WORKERS];
+	struct worker_arg pa[CK_PRODUCERS], wa[CK_WORKERS];
+
+	for (int i = 0; i < CK_WORKERS; i++) {
+		wa[i] = (struct worker_arg){ &s, i };
+		pthread_create(&wt[i], NULL, cc_worker, &wa[i]);
+	}
+	for (int i = 0; i < CK_PRODUCERS; i++) {
+		pa[i] = (struct worker_arg){ &s, i };
+		pthread_create(&pt[i], NULL, cc_producer, &pa[i]);
+	}
+	for (int i = 0; i < CK_PRODUCERS; i++)
+		pthread_join(pt[i], NULL);
+	kwq_shutdown_drain(s.q);
+	for (int i = 0; i < CK_WORKERS; i++)
+		pthread_join(wt[i], NULL);
+
+	CHECK_EQ(atomic_load(&s.violations), 0);
+	long gets = atomic_load(&s.gets);
+	CHECK_INT(gets, <=, (long)CK_PRODUCERS * CK_ADDS);
+	for (int k = 0; k < CK_KEYS; k++) {
+		long v = atomic_load(&s.version[k]);
+		if (v > 0)
+			CHECK_EQ(atomic_load(&s.seen[k]), v);
+	}
+	CHECK_EQ(kwq_len(s.q), 0);
+	kwq_free(s.q);
+}
+
+/* ---------------------------------------------------------------- table */
+
+static const struct tap_case cases[] = {
+	{ "dedup", t_dedup },
+	{ "fifo", t_fifo },
+	{ "fifo_by_time_queued", t_fifo_by_time_queued },
+	{ "readd_while_held", t_readd_while_held },
+	{ "done_absent_then_add", t_done_absent_then_add },
+	{ "len_counts_queued_only", t_len_counts_queued_only },
+	{ "try_get_and_timeout", t_try_get_and_timeout },
+	{ "get_blocks_until_add", t_get_blocks_until_add },
+	{ "done_wakes_getter_for_dirty", t_done_wakes_getter_for_dirty },
+	{ "shutdown_refuses_adds_and_drains_gets", t_shutdown_refuses_adds_and_drains_gets },
+	{ "shutdown_wakes_blocked_gets", t_shutdown_wakes_blocked_gets },
+	{ "shutdown_held_item", t_shutdown_held_item },
+	{ "shutdown_dirty_requeued_on_done", t_shutdown_dirty_requeued_on_done },
+	{ "drain_waits_for_queued_and_held", t_drain_waits_for_queued_and_held },
+	{ "drain_waits_for_dirty_requeue", t_drain_waits_for_dirty_requeue },
+	{ "drain_ended_by_shutdown", t_drain_ended_by_shutdown },
+	{ "drain_empty_and_repeated", t_drain_empty_and_repeated },
+	{ "keys_binary", t_keys_binary },
+	{ "keys_empty", t_keys_empty },
+	{ "keys_max", t_keys_max },
+	{ "bad_input", t_bad_input },
+	{ "bad_config", t_bad_config },
+	{ "strerror", t_strerror },
+	{ "free_with_items", t_free_with_items },
+	{ "clock_fake", t_clock_fake },
+	{ "concurrent_exclusion_no_lost_update", t_concurrent_exclusion_no_lost_update },
+};
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s ROW\n", argv[0]);
+		return 2;
+	}
+	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+		if (strcmp(rows[i].name, argv[1]) == 0)
+			row = &rows[i];
+	}
+	if (row == NULL) {
+		fprintf(stderr, "unknown row %s\n", argv[1]);
+		return 2;
+	}
+	return tap_run(row->name, cases, sizeof cases / sizeof cases[0]);
+}
