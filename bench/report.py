@@ -1,0 +1,441 @@
+#!/usr/bin/python3
+"""Tables and plots from a kwq-bench result file (Google Benchmark JSON).
+
+    report.py RESULT.json [--plots DIR] [--markdown FILE]
+
+Prints one table per workload: implementation, figure, value, and the
+ratio to the mutex reference and to the best floor.  Ratios read the same
+way for every figure: above 1 is better than the reference (a higher rate,
+or a lower time, latency, memory or CPU cost).
+
+With --plots, draws with gnuplot into DIR, named after the result file:
+<stem>-w2.svg (W2 throughput against threads, per implementation) and
+<stem>-w4.svg (W4 wake latency percentiles).  With --markdown, writes the
+results page (results/RESULTS.md) for the run.
+
+Figures come from the run's medians when it had repetitions (Google
+Benchmark's own aggregates), else from its single run; this script does no
+statistics of its own.  The client-go row is external (bench/external/
+client-go.json), measured elsewhere with the same workload definitions.
+
+Standard library only: it runs under /usr/bin/python3 on a bare Debian.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXTERNAL = os.path.join(HERE, "external", "client-go.json")
+
+REFERENCE = "mutex"
+FLOOR_PREFIX = "floor_"
+
+# Workloads in print order: key, title, what it measures.
+WORKLOADS = [
+    ("W1", "W1 cycle", "one thread: add, get, done"),
+    ("W2", "W2 pipeline", "P producers, C workers; adds/s and gets/s"),
+    ("W3", "W3 hot keys", "4 producers on 16 keys, 2 workers, 1 s"),
+    ("W4", "W4 wake latency", "add to a parked worker, 20 us apart"),
+    ("coalesce", "producers-only coalesce", "P producers re-adding 16 queued keys"),
+    ("memory", "memory", "RSS per queued key, 1,000,000 keys"),
+    ("idle", "idle cost", "8 workers blocked in get on an empty queue"),
+]
+
+UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+class Figure:
+    """One measured value: workload, figure name, implementation."""
+
+    def __init__(self, workload, name, impl, value, unit, better, order, plot=None):
+        self.workload = workload
+        self.name = name
+        self.impl = impl
+        self.value = value
+        self.unit = unit  # rate, ns, s, bytes, us_per_s, per_s
+        self.better = better  # "higher" or "lower"
+        self.order = order  # sort key of the figure within its workload
+        self.plot = plot  # e.g. ("W2", K, threads, "adds") for plotting
+
+
+def parse_name(run_name):
+    """'W2_pipeline/mutex/P:1/C:1/K:64/...' -> ('W2', 'mutex', {'P': 1, ...})."""
+    parts = run_name.split("/")
+    workload = parts[0].split("_")[0]
+    params = {}
+    for p in parts[2:]:
+        if ":" in p:
+            k, v = p.split(":", 1)
+            try:
+                params[k] = int(v)
+            except ValueError:
+                params[k] = v
+    return workload, parts[1], params
+
+
+def pick_runs(benchmarks):
+    """The median aggregate of each run, or its only repetition."""
+    chosen = {}
+    for b in benchmarks:
+        if b.get("error_occurred"):
+            continue
+        name = b.get("run_name", b["name"])
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                chosen[name] = b
+        elif name not in chosen and b.get("repetitions", 1) <= 1:
+            chosen[name] = b
+    return list(chosen.values())
+
+
+def figures_from_results(benchmarks):
+    figs = []
+    for b in pick_runs(benchmarks):
+        wl, impl, p = parse_name(b.get("run_name", b["name"]))
+        if wl == "W1":
+            ns = b["real_time"] * UNIT_NS[b.get("time_unit", "ns")]
+            figs.append(Figure(wl, "ns per cycle", impl, ns, "ns", "lower", 0))
+        elif wl == "W2":
+            for i, what in enumerate(("adds", "gets")):
+                name = "%s/s K=%d P=%d C=%d" % (what, p["K"], p["P"], p["C"])
+                order = (p["K"], i, p["P"])
+                figs.append(Figure(wl, name, impl, b[what], "rate", "higher", order,
+                                   plot=(p["K"], p["P"], what)))
+        elif wl == "W3":
+            figs.append(Figure(wl, "adds/s", impl, b["adds"], "rate", "higher", 0))
+            figs.append(Figure(wl, "gets/s", impl, b["gets"], "rate", "higher", 1))
+        elif wl == "W4":
+            for i, q in enumerate(("p50", "p90", "p99")):
+                figs.append(Figure(wl, q, impl, b[q], "s", "lower", i, plot=q))
+        elif wl == "coalesce":
+            t = b.get("threads", 1)
+            figs.append(Figure(wl, "adds/s P=%d" % t, impl, b["adds"], "rate", "higher", t))
+        elif wl == "memory":
+            figs.append(Figure(wl, "bytes per key", impl, b["bytes_per_key"], "bytes", "lower", 0))
+        elif wl == "idle":
+            figs.append(Figure(wl, "CPU per second", impl, b["cpu_us_per_s"], "us_per_s", "lower", 0))
+            figs.append(Figure(wl, "context switches/s", impl, b["switches_per_s"], "per_s", "lower", 1))
+    return figs
+
+
+def load_external(path=EXTERNAL):
+    """The external reference rows, as Figures (W5 and W6 kept apart)."""
+    if not os.path.exists(path):
+        return None, []
+    with open(path) as f:
+        ext = json.load(f)
+    name = ext["name"]
+    fg = ext["figures"]
+    figs = [Figure("W1", "ns per cycle", name, fg["W1"]["ns_per_cycle"], "ns", "lower", 0)]
+    for row in fg["W2"]:
+        n = "adds/s K=%d P=%d C=%d" % (row["K"], row["P"], row["C"])
+        figs.append(Figure("W2", n, name, row["adds_per_s"], "rate", "higher",
+                           (row["K"], 0, row["P"]), plot=(row["K"], row["P"], "adds")))
+    figs.append(Figure("W3", "adds/s", name, fg["W3"]["adds_per_s"], "rate", "higher", 0))
+    figs.append(Figure("W3", "gets/s", name, fg["W3"]["gets_per_s"], "rate", "higher", 1))
+    for i, q in enumerate(("p50", "p90", "p99")):
+        figs.append(Figure("W4", q, name, fg["W4"][q + "_s"], "s", "lower", i, plot=q))
+    return ext, figs
+
+
+def si(v, unit=""):
+    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return "%.2f %s%s" % (v / scale, prefix, unit)
+    return "%.3g %s" % (v, unit) if unit else "%.3g" % v
+
+
+def fmt(v, unit):
+    if unit == "rate":
+        return si(v, "/s")
+    if unit == "per_s":
+        return "%.3g /s" % v
+    if unit == "ns":
+        return "%.1f ns" % v
+    if unit == "s":
+        if v >= 1e-3:
+            return "%.2f ms" % (v * 1e3)
+        return "%.1f us" % (v * 1e6)
+    if unit == "bytes":
+        return "%.1f B" % v
+    if unit == "us_per_s":
+        return "%.1f us/s" % v
+    return "%.4g" % v
+
+
+def ratio(fig, ref):
+    """How many times better than ref (> 1 is better), or None."""
+    if ref is None or ref.value <= 0 or fig.value <= 0:
+        return None
+    if fig.better == "higher":
+        return fig.value / ref.value
+    return ref.value / fig.value
+
+
+def best(figs):
+    if not figs:
+        return None
+    if figs[0].better == "higher":
+        return max(figs, key=lambda f: f.value)
+    return min(figs, key=lambda f: f.value)
+
+
+def impl_order(impl):
+    if impl == REFERENCE:
+        return (0, impl)
+    if impl.startswith(FLOOR_PREFIX):
+        return (2, impl)
+    if "external" in impl:
+        return (3, impl)
+    return (1, impl)
+
+
+def table_rows(figs, workload):
+    """[(impl, figure, value, x mutex, x floor)] for one workload."""
+    mine = [f for f in figs if f.workload == workload]
+    names = sorted({(f.order, f.name) for f in mine})
+    rows = []
+    for _, name in names:
+        group = sorted((f for f in mine if f.name == name), key=lambda f: impl_order(f.impl))
+        ref = next((f for f in group if f.impl == REFERENCE), None)
+        floor = best([f for f in group if f.impl.startswith(FLOOR_PREFIX)])
+        for f in group:
+            rm, rf = ratio(f, ref), ratio(f, floor)
+            rows.append((f.impl, name, fmt(f.value, f.unit),
+                         "" if rm is None else "%.2fx" % rm,
+                         "" if rf is None else "%.2fx" % rf))
+    return rows
+
+
+HEAD = ("implementation", "figure", "value", "x mutex", "x floor")
+
+
+def print_tables(figs, out=sys.stdout):
+    for key, title, what in WORKLOADS:
+        rows = table_rows(figs, key)
+        if not rows:
+            continue
+        w = [max(len(r[i]) for r in rows + [HEAD]) for i in range(5)]
+        print("\n%s -- %s" % (title, what), file=out)
+        line = "  ".join(h.ljust(w[i]) if i < 2 else h.rjust(w[i]) for i, h in enumerate(HEAD))
+        print(line, file=out)
+        print("-" * len(line), file=out)
+        prev = None
+        for r in rows:
+            if prev is not None and r[1] != prev:
+                print("", file=out)
+            prev = r[1]
+            print("  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i])
+                            for i, c in enumerate(r)), file=out)
+    print("\nx mutex, x floor: times better than the mutex reference and than the "
+          "best floor at the same figure (> 1 is better).", file=out)
+
+
+def markdown_tables(figs):
+    out = []
+    for key, title, what in WORKLOADS:
+        rows = table_rows(figs, key)
+        if not rows:
+            continue
+        out.append("### %s\n\n%s.\n" % (title, what[0].upper() + what[1:]))
+        out.append("| " + " | ".join(HEAD) + " |")
+        out.append("|---|---|--:|--:|--:|")
+        for r in rows:
+            out.append("| " + " | ".join(r) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+# ---- plots -----------------------------------------------------------------
+
+def gnuplot(script, path):
+    if shutil.which("gnuplot") is None:
+        print("report.py: gnuplot not found, no %s" % path, file=sys.stderr)
+        return False
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    return True
+
+
+def plot_w2(figs, path, title):
+    impls = sorted({f.impl for f in figs if f.workload == "W2"}, key=impl_order)
+    panels = []
+    for k in (64, 100000):
+        for what in ("adds", "gets"):
+            series = []
+            for impl in impls:
+                pts = sorted((f.plot[1], f.value) for f in figs
+                             if f.workload == "W2" and f.impl == impl and f.plot
+                             and f.plot[0] == k and f.plot[2] == what)
+                if pts:
+                    series.append((impl, pts))
+            panels.append((k, what, series))
+    if not any(s for _, _, s in panels):
+        return False
+    lines = [
+        "set terminal svg size 1200,760 dynamic noenhanced font 'sans,11' background rgb 'white'",
+        "set output '%s'" % path,
+        "set multiplot layout 2,2 title \"%s\"" % title.replace('"', "'"),
+        "set logscale x 2", "set xrange [0.8:10]", "set xtics (1,2,4,8)",
+        "set xlabel 'producers = workers (P = C)'", "set grid",
+        "set key outside right top vertical font ',9'", "set yrange [0:*]",
+    ]
+    for n, (k, what, series) in enumerate(panels):
+        blocks = []
+        for i, (impl, pts) in enumerate(series):
+            lines.append("$d%d_%d << EOD" % (n, i))
+            lines += ["%d %.6g" % (x, y / 1e6) for x, y in pts]
+            lines.append("EOD")
+            # Solid grey, open points: some SVG renderers mangle dashes.
+            style = "lc rgb '#888888' pt 6" if "external" in impl else "pt 7"
+            blocks.append("$d%d_%d using 1:2 with linespoints lw 2 ps 0.8 %s title '%s'"
+                          % (n, i, style, impl))
+        lines.append("set title 'K = %d: %s/s'" % (k, what))
+        lines.append("set ylabel 'M %s/s'" % what)
+        lines.append(("plot " + ", ".join(blocks)) if blocks else "plot NaN notitle")
+    lines.append("unset multiplot")
+    return gnuplot("\n".join(lines) + "\n", path)
+
+
+def plot_w4(figs, path, title):
+    impls = sorted({f.impl for f in figs if f.workload == "W4"}, key=impl_order)
+    if not impls:
+        return False
+    vals = {(f.impl, f.plot): f.value for f in figs if f.workload == "W4"}
+    lines = [
+        "set terminal svg size 800,480 dynamic noenhanced font 'sans,11' background rgb 'white'",
+        "set output '%s'" % path,
+        "set title \"%s\"" % title.replace('"', "'"),
+        "set style data histograms", "set style histogram clustered gap 1",
+        "set style fill solid 0.8 border -1", "set boxwidth 0.9",
+        "set logscale y", "set ylabel 'add-to-get latency (us, log scale)'",
+        "set grid ytics", "set key top left",
+        "$w4 << EOD",
+    ]
+    for impl in impls:
+        row = [vals.get((impl, q), float("nan")) * 1e6 for q in ("p50", "p90", "p99")]
+        lines.append('"%s" %s' % (impl, " ".join("%.6g" % v for v in row)))
+    lines.append("EOD")
+    lines.append("plot $w4 using 2:xtic(1) title 'p50', '' using 3 title 'p90', "
+                 "'' using 4 title 'p99'")
+    return gnuplot("\n".join(lines) + "\n", path)
+
+
+# ---- results page ----------------------------------------------------------
+
+def markdown_page(result_path, data, figs, ext, plots):
+    ctx = data.get("context", {})
+    stem = os.path.basename(result_path)
+    reps = max((b.get("repetitions", 1) for b in data.get("benchmarks", [])), default=1)
+    out = ["# kwq benchmark results", "",
+           "Generated by `bench/run` from [`%s`](%s); re-running `bench/run` "
+           "replaces this page." % (stem, stem), "",
+           "## Run", "",
+           "| | |", "|---|---|",
+           "| date | %s |" % ctx.get("date", "?"),
+           "| commit | `%s` |" % ctx.get("kwq_commit", "?"),
+           "| machine | %s, %s CPUs at %s MHz, %s |" % (
+               ctx.get("cpu_model", "?"), ctx.get("num_cpus", "?"),
+               ctx.get("mhz_per_cpu", "?"), ctx.get("kernel", "?")),
+           "| load average at start | %s |" % ", ".join(
+               "%.2f" % x for x in ctx.get("load_avg", [])),
+           "| compiler | %s, `%s`, %s build |" % (
+               ctx.get("kwq_compiler", "?"), ctx.get("kwq_cflags", "?"),
+               ctx.get("kwq_build_type", "?")),
+           "| implementations | %s |" % ctx.get("kwq_rows", "?"),
+           "| repetitions | %d per case; figures are medians |" % reps
+           if reps > 1 else "| repetitions | 1 per case |",
+           "| mode | %s |" % ctx.get("kwq_mode", "?"),
+           ""]
+    if ext is not None:
+        out += ["The `%s` row is **external**: %s. It was measured on a "
+                "different machine (%s), so read its ratios as indicative."
+                % (ext["name"], ext["source"], ext["machine"]), ""]
+    out += ["Ratios: **x mutex** and **x floor** say how many times better a "
+            "figure is than the mutex reference and than the best floor for the "
+            "same figure (> 1 is better: a higher rate, or a lower time, "
+            "latency, memory or CPU cost). The floors carry bare pointers with "
+            "no dedup: `floor_ck_ring` is ConcurrencyKit's MPMC ring (run only "
+            "where threads <= cores), `floor_mutex_fifo` a mutex and condition "
+            "variable FIFO. At K=64 a keyed queue can beat its floor on adds/s, "
+            "because most adds coalesce; gets/s shows the work actually handed "
+            "out.", ""]
+    for p in plots:
+        out += ["![%s](%s)" % (os.path.basename(p), os.path.basename(p)), ""]
+    out += ["## Tables", "", markdown_tables(figs)]
+    if ext is not None:
+        w5, w6 = ext["figures"].get("W5"), ext["figures"].get("W6")
+        out += ["### Not measured on kwq yet", "",
+                "W5 (delayed adds) and W6 (rate-limited cycle) need "
+                "`kwq_add_after` and `kwq_add_rate_limited`, which are not "
+                "implemented yet; the cases will be added with them. The "
+                "external reference for them:", "",
+                "| implementation | figure | value |", "|---|---|--:|"]
+        if w5:
+            out.append("| %s | W5 add_after calls/s | %s |" % (ext["name"], si(w5["calls_per_s"], "/s")))
+            out.append("| %s | W5 first call to last get | %.0f ms |" % (ext["name"], w5["all_got_s"] * 1e3))
+        if w6:
+            out.append("| %s | W6 ns per add_rate_limited + forget | %.0f ns |" % (ext["name"], w6["ns_per_pair"]))
+        out.append("")
+    out += ["## Reproduce", "",
+            "```sh",
+            "git checkout %s" % ctx.get("kwq_commit", "?").replace("-dirty", ""),
+            "bench/run                 # installs what is missing (as root), builds, runs, plots",
+            "bench/compare %s OTHER.json   # Google Benchmark's compare.py" % ("results/" + stem),
+            "```", "",
+            "These machines are shared and noisy: compare medians of runs made "
+            "on an idle machine, and prefer `bench/compare` (a Mann-Whitney U "
+            "test over the repetitions) to eyeballing single figures.", ""]
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("result")
+    ap.add_argument("--plots", metavar="DIR")
+    ap.add_argument("--markdown", metavar="FILE")
+    ap.add_argument("--no-external", action="store_true")
+    a = ap.parse_args()
+
+    with open(a.result) as f:
+        data = json.load(f)
+    figs = figures_from_results(data.get("benchmarks", []))
+    ext, ext_figs = (None, []) if a.no_external else load_external()
+    # The external row is measured at full scale only.
+    if "full" not in data.get("context", {}).get("kwq_mode", "full"):
+        ext, ext_figs = None, []
+    figs += ext_figs
+    if not figs:
+        print("report.py: no results in %s" % a.result, file=sys.stderr)
+        return 1
+
+    print_tables(figs)
+
+    plots = []
+    if a.plots:
+        stem = os.path.splitext(os.path.basename(a.result))[0]
+        ctx = data.get("context", {})
+        sub = "%s, %s CPUs, %s" % (ctx.get("cpu_model", "?"), ctx.get("num_cpus", "?"),
+                                   ctx.get("kwq_commit", "?")[:12])
+        p = os.path.join(a.plots, stem + "-w2.svg")
+        agg = "medians" if any(b.get("run_type") == "aggregate"
+                               for b in data.get("benchmarks", [])) else "one run"
+        if plot_w2(figs, p, "W2 pipeline throughput (%s)\\n%s" % (agg, sub)):
+            plots.append(p)
+        p = os.path.join(a.plots, stem + "-w4.svg")
+        if plot_w4(figs, p, "W4 wake latency (%s)\\n%s" % (agg, sub)):
+            plots.append(p)
+        for p in plots:
+            print("plot: %s" % p)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(markdown_page(a.result, data, figs, ext, plots))
+        print("page: %s" % a.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
