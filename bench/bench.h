@@ -82,6 +82,9 @@ kb_case *bench_register_once(const char *name, kb_fn *fn, void *arg);
 
 int64_t bench_now_ns(void);
 
+/* CPUs this process may run on (its affinity mask, not the machine's). */
+int bench_cpus(void);
+
 /* Short busy-wait politeness: the pause instruction where there is one. */
 static inline void bench_cpu_relax(void)
 {

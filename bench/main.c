@@ -65,6 +65,8 @@ static void stamp_context(void)
 			 bench_row_available(&bench_rows[r]) ? "" : " (not built: ENOTSUP)");
 	}
 	kb_context("kwq_rows", buf);
+	snprintf(buf, sizeof buf, "W2 only where P + C <= %d usable CPUs", bench_cpus());
+	kb_context("kwq_floor_ck_ring", buf);
 }
 
 int main(int argc, char **argv)
