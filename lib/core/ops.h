@@ -66,5 +66,6 @@ struct kwq_ops {
 };
 
 extern const struct kwq_ops kwq__mutex_ops;
+extern const struct kwq_ops kwq__sharded_ops;
 
 #endif

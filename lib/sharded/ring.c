@@ -1,0 +1,383 @@
+/*
+ * ring.c - the segment queue (interface and synchronization table in ring.h).
+ *
+ * Layout
+ * ------
+ * A segment holds n = seg_slots slots.  The ring has two words, tail for
+ * producers and head for consumers; each packs a segment pointer (64-byte
+ * aligned, below 2^48) with a claim count (the low CLAIM_BITS bits).  One
+ * FAA on a word both claims the slot of index `count` in that segment and
+ * takes a reference to the segment: the pointer cannot change under a FAA,
+ * because the word only ever moves to the next segment by a CAS of the
+ * whole word ("swing").
+ *
+ * Slots: EMPTY (0) -> item (producer's CAS) -> FINAL (consumer's store);
+ *   or   EMPTY (0) -> POISON (consumer's CAS: the producer was late)
+ *                  -> FINAL (the late producer's store, it then retries).
+ * FINAL means both of the slot's claimants are done with it.
+ *
+ * A claim with count >= n ("overflow") finds or links the next segment,
+ * swings the word to (next, 0) and retries there.  Consumers swing the
+ * tail (helping) before the head, so head's segment is never ahead of
+ * tail's: every segment behind head is finished with on both sides.
+ *
+ * Reclamation
+ * -----------
+ * The swing that moves a word off segment s reads the exact number of
+ * FAAs that segment s received on that side: n claims of slots (the word
+ * moved only after an overflow) and count - n overflow claims.  A segment
+ * can be freed when both words have moved off it and
+ *   - every slot is FINAL (each slot claimant's last access is the store
+ *     or CAS that makes or observes FINAL), and
+ *   - every overflow claim has been released (ovf_done, one RMW each, on
+ *     the slow path only).
+ * The thread that makes the second swing retires the segment onto a list;
+ * each retirement scans the list under reclaim_lock and frees what is
+ * complete.  A thread descheduled while holding a claim delays the freeing
+ * of that one segment, never anyone's progress.  The count cannot overflow
+ * its bits: each operation makes at most one overflow claim per segment,
+ * so a segment sees at most n + (threads) claims.
+ *
+ * kwq__ring_len() dereferences the segments the words point to under
+ * reclaim_lock, which freeing also holds: a word read under the lock never
+ * points to a freed segment (the swing happens-before the retirement).
+ *
+ * Acquire/release pairs
+ * ---------------------
+ *   P1 producer CAS EMPTY->item (seq_cst)   pairs with A1 (consumer load,
+ *      acquire): the item's contents are visible to the consumer.
+ *   P2 consumer CAS EMPTY->POISON (acq_rel) pairs with A2 (producer's
+ *      failed CAS, acquire): the consumer is done before the producer
+ *      writes FINAL.
+ *   F1 producer store FINAL (release), F2 consumer store FINAL (release)
+ *      and F3 ovf_done++ (release) pair with A3 (the reclaimer's acquire
+ *      loads): every access to a segment happens-before its free.
+ *   L1 link CAS of s->next (acq_rel) pairs with L2 (load of s->next,
+ *      acquire) and with itself on failure: a new segment is initialized
+ *      before anyone reaches it.
+ *   S1 swung++ (acq_rel) pairs with itself: the second swinger sees the
+ *      first one's claims[] count.
+ *   C1/C2 the claim FAAs and the swings are seq_cst: they are the
+ *      publication the eventcount's re-check reads (park.h).
+ * Relaxed accesses: claims[] (ordered by S1 and reclaim_lock), the
+ * statistics counters, and the swing's first load of a word (only a guess
+ * for the CAS, which re-reads it).
+ */
+#include "ring.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/inject.h"
+
+#define SLOT_EMPTY ((uintptr_t)0)
+#define SLOT_POISON ((uintptr_t)1)
+#define SLOT_FINAL ((uintptr_t)2)
+
+#define CLAIM_BITS 22
+#define CLAIM_MASK ((UINT64_C(1) << CLAIM_BITS) - 1)
+#define SEG_ALIGN 64
+
+/* How long a consumer waits for a late producer before poisoning. */
+#define LATE_SPINS 64
+
+enum { TAIL = 0, HEAD = 1 };
+
+struct kwq_ring_seg {
+	_Atomic(struct kwq_ring_seg *) next;
+	uint64_t base;                  /* ring index of slot 0 (for len) */
+	_Atomic uint64_t claims[2];     /* FAAs received, set by the swings */
+	_Atomic uint64_t ovf_done;      /* overflow claims released */
+	_Atomic uint32_t swung;         /* words moved off this segment */
+	struct kwq_ring_seg *retired_next;
+	_Atomic uintptr_t slot[];
+};
+
+static inline uint64_t pack(const struct kwq_ring_seg *s, uint64_t count)
+{
+	return ((uint64_t)(uintptr_t)s >> 6) << CLAIM_BITS | count;
+}
+
+static inline struct kwq_ring_seg *seg_of(uint64_t w)
+{
+	return (struct kwq_ring_seg *)(uintptr_t)((w >> CLAIM_BITS) << 6);
+}
+
+static inline uint64_t count_of(uint64_t w)
+{
+	return w & CLAIM_MASK;
+}
+
+static struct kwq_ring_seg *seg_new(struct kwq_ring *r, uint64_t base)
+{
+	size_t size = sizeof(struct kwq_ring_seg) + (size_t)r->seg_slots * sizeof(uintptr_t);
+	size = (size + SEG_ALIGN - 1) & ~(size_t)(SEG_ALIGN - 1);
+	struct kwq_ring_seg *s = aligned_alloc(SEG_ALIGN, size);
+	if (s == NULL)
+		return NULL;
+	if ((uintptr_t)s >> 48 != 0) { /* does not fit the packed word */
+		free(s);
+		return NULL;
+	}
+	memset(s, 0, size); /* every slot EMPTY */
+	atomic_init(&s->next, NULL);
+	s->base = base;
+	atomic_init(&s->claims[TAIL], 0);
+	atomic_init(&s->claims[HEAD], 0);
+	atomic_init(&s->ovf_done, 0);
+	atomic_init(&s->swung, 0);
+	s->retired_next = NULL;
+	atomic_fetch_add_explicit(&r->segs_allocated, 1, memory_order_relaxed);
+	return s;
+}
+
+int kwq__ring_init(struct kwq_ring *r, uint32_t seg_slots)
+{
+	if (seg_slots == 0 || seg_slots > KWQ_RING_SEG_MAX)
+		return -EINVAL;
+	r->seg_slots = seg_slots;
+	r->retired = NULL;
+	atomic_init(&r->segs_allocated, 0);
+	atomic_init(&r->segs_freed, 0);
+	struct kwq_ring_seg *s = seg_new(r, 0);
+	if (s == NULL)
+		return -ENOMEM;
+	atomic_init(&r->tail, pack(s, 0));
+	atomic_init(&r->head, pack(s, 0));
+	pthread_mutex_init(&r->reclaim_lock, NULL);
+	return 0;
+}
+
+void kwq__ring_destroy(struct kwq_ring *r)
+{
+	/* Head is never ahead of tail: every live segment follows it. */
+	struct kwq_ring_seg *s = seg_of(atomic_load_explicit(&r->head, memory_order_relaxed));
+	while (s != NULL) {
+		struct kwq_ring_seg *n = atomic_load_explicit(&s->next, memory_order_relaxed);
+		free(s);
+		s = n;
+	}
+	while ((s = r->retired) != NULL) {
+		r->retired = s->retired_next;
+		free(s);
+	}
+	pthread_mutex_destroy(&r->reclaim_lock);
+}
+
+/* Under reclaim_lock, for a retired segment. */
+static bool seg_complete(const struct kwq_ring *r, struct kwq_ring_seg *s)
+{
+	const uint64_t n = r->seg_slots;
+	uint64_t ovf = atomic_load_explicit(&s->claims[TAIL], memory_order_relaxed) +
+		       atomic_load_explicit(&s->claims[HEAD], memory_order_relaxed) - 2 * n;
+
+	/* A3: pairs with F3. */
+	if (atomic_load_explicit(&s->ovf_done, memory_order_acquire) != ovf)
+		return false;
+	for (uint64_t i = 0; i < n; i++) {
+		/* A3: pairs with F1 and F2. */
+		if (atomic_load_explicit(&s->slot[i], memory_order_acquire) != SLOT_FINAL)
+			return false;
+	}
+	return true;
+}
+
+static void reclaim(struct kwq_ring *r, struct kwq_ring_seg *retire)
+{
+	pthread_mutex_lock(&r->reclaim_lock);
+	if (retire != NULL) {
+		retire->retired_next = r->retired;
+		r->retired = retire;
+	}
+	struct kwq_ring_seg **pp = &r->retired;
+	while (*pp != NULL) {
+		struct kwq_ring_seg *s = *pp;
+		if (seg_complete(r, s)) {
+			*pp = s->retired_next;
+			free(s);
+			atomic_fetch_add_explicit(&r->segs_freed, 1, memory_order_relaxed);
+		} else {
+			pp = &s->retired_next;
+		}
+	}
+	pthread_mutex_unlock(&r->reclaim_lock);
+}
+
+/*
+ * Move *word off s (if it is still on it) to (next, 0).  Returns true when
+ * this made the second of the two swings of s: the caller retires it.
+ */
+static bool swing(_Atomic uint64_t *word, struct kwq_ring_seg *s,
+		  struct kwq_ring_seg *next, int side)
+{
+	uint64_t cur = atomic_load_explicit(word, memory_order_relaxed);
+
+	while (seg_of(cur) == s) {
+		KWQ_YIELD();
+		/* C2 */
+		if (atomic_compare_exchange_weak_explicit(word, &cur, pack(next, 0),
+							  memory_order_seq_cst,
+							  memory_order_relaxed)) {
+			atomic_store_explicit(&s->claims[side], count_of(cur),
+					      memory_order_relaxed);
+			/* S1: pairs with S1 of the other side's swing. */
+			return atomic_fetch_add_explicit(&s->swung, 1, memory_order_acq_rel) == 1;
+		}
+	}
+	return false;
+}
+
+/* Find s->next, linking a new segment if there is none. */
+static struct kwq_ring_seg *link_next(struct kwq_ring *r, struct kwq_ring_seg *s)
+{
+	/* L2: pairs with L1. */
+	struct kwq_ring_seg *next = atomic_load_explicit(&s->next, memory_order_acquire);
+	if (next != NULL)
+		return next;
+	struct kwq_ring_seg *n = seg_new(r, s->base + r->seg_slots);
+	if (n == NULL)
+		return NULL;
+	KWQ_YIELD();
+	/* L1: publishes n's initialization. */
+	if (atomic_compare_exchange_strong_explicit(&s->next, &next, n,
+						    memory_order_acq_rel,
+						    memory_order_acquire))
+		return n;
+	free(n); /* never published */
+	atomic_fetch_add_explicit(&r->segs_freed, 1, memory_order_relaxed);
+	return next;
+}
+
+/* Release an overflow claim on s (its last access to s). */
+static void release_overflow(struct kwq_ring *r, struct kwq_ring_seg *s, bool retire)
+{
+	if (retire) {
+		/* Before our release: the scan cannot free s while we hold it. */
+		pthread_mutex_lock(&r->reclaim_lock);
+		s->retired_next = r->retired;
+		r->retired = s;
+		pthread_mutex_unlock(&r->reclaim_lock);
+	}
+	/* F3: pairs with A3. */
+	atomic_fetch_add_explicit(&s->ovf_done, 1, memory_order_release);
+	if (retire)
+		reclaim(r, NULL);
+}
+
+int kwq__ring_put(struct kwq_ring *r, void *item)
+{
+	const uint64_t n = r->seg_slots;
+
+	for (;;) {
+		KWQ_YIELD();
+		/* C1: the claim. */
+		uint64_t w = atomic_fetch_add_explicit(&r->tail, 1, memory_order_seq_cst);
+		struct kwq_ring_seg *s = seg_of(w);
+		uint64_t i = count_of(w);
+
+		if (i < n) {
+			uintptr_t v = SLOT_EMPTY;
+			KWQ_YIELD();
+			/* P1: pairs with A1.  A2 on failure: pairs with P2. */
+			if (atomic_compare_exchange_strong_explicit(&s->slot[i], &v,
+								    (uintptr_t)item,
+								    memory_order_seq_cst,
+								    memory_order_acquire))
+				return 0;
+			/* Poisoned by a consumer that gave up on us. F1: pairs with A3. */
+			atomic_store_explicit(&s->slot[i], SLOT_FINAL, memory_order_release);
+			continue;
+		}
+
+		struct kwq_ring_seg *next = link_next(r, s);
+		if (next == NULL) {
+			release_overflow(r, s, false);
+			return -ENOMEM;
+		}
+		release_overflow(r, s, swing(&r->tail, s, next, TAIL));
+	}
+}
+
+bool kwq__ring_pending(struct kwq_ring *r)
+{
+	uint64_t h = atomic_load_explicit(&r->head, memory_order_seq_cst);
+	uint64_t t = atomic_load_explicit(&r->tail, memory_order_seq_cst);
+
+	if (seg_of(h) != seg_of(t))
+		return true; /* head is behind: a whole segment to go */
+	if (count_of(t) > r->seg_slots)
+		return true; /* a producer overflowed: a next segment is coming */
+	return count_of(h) < count_of(t);
+}
+
+void *kwq__ring_take(struct kwq_ring *r)
+{
+	const uint64_t n = r->seg_slots;
+
+	for (;;) {
+		if (!kwq__ring_pending(r))
+			return NULL;
+		KWQ_YIELD();
+		/* C1: the claim. */
+		uint64_t w = atomic_fetch_add_explicit(&r->head, 1, memory_order_seq_cst);
+		struct kwq_ring_seg *s = seg_of(w);
+		uint64_t i = count_of(w);
+
+		if (i < n) {
+			/* A1: pairs with P1. */
+			uintptr_t v = atomic_load_explicit(&s->slot[i], memory_order_acquire);
+			for (int k = 0; v == SLOT_EMPTY && k < LATE_SPINS; k++) {
+				kwq__cpu_relax();
+				v = atomic_load_explicit(&s->slot[i], memory_order_acquire);
+			}
+			if (v == SLOT_EMPTY) {
+				KWQ_YIELD();
+				/* P2: pairs with A2.  A1 on failure: the item came. */
+				if (atomic_compare_exchange_strong_explicit(&s->slot[i], &v,
+									    SLOT_POISON,
+									    memory_order_acq_rel,
+									    memory_order_acquire))
+					continue;
+			}
+			/* F2: pairs with A3. */
+			atomic_store_explicit(&s->slot[i], SLOT_FINAL, memory_order_release);
+			return (void *)v;
+		}
+
+		/* Overflow: s is exhausted for consumers. */
+		struct kwq_ring_seg *next = atomic_load_explicit(&s->next, memory_order_acquire);
+		if (next == NULL) {
+			uint64_t t = atomic_load_explicit(&r->tail, memory_order_seq_cst);
+			if (seg_of(t) == s && count_of(t) <= n) {
+				/* No producer went past s: empty. */
+				release_overflow(r, s, false);
+				return NULL;
+			}
+			/* A producer overflowed s: help it link the next one. */
+			next = link_next(r, s);
+			if (next == NULL) {
+				release_overflow(r, s, false);
+				return NULL;
+			}
+		}
+		bool retire = swing(&r->tail, s, next, TAIL); /* never pass tail */
+		retire |= swing(&r->head, s, next, HEAD);
+		release_overflow(r, s, retire);
+	}
+}
+
+size_t kwq__ring_len(struct kwq_ring *r)
+{
+	const uint64_t n = r->seg_slots;
+
+	pthread_mutex_lock(&r->reclaim_lock);
+	uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
+	uint64_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+	uint64_t hc = count_of(h) < n ? count_of(h) : n;
+	uint64_t tc = count_of(t) < n ? count_of(t) : n;
+	uint64_t hi = seg_of(h)->base + hc;
+	uint64_t ti = seg_of(t)->base + tc;
+	pthread_mutex_unlock(&r->reclaim_lock);
+	return ti > hi ? (size_t)(ti - hi) : 0;
+}

@@ -1,0 +1,81 @@
+/*
+ * ring.h - an unbounded, lock-free MPMC FIFO of pointers.
+ *
+ * A fetch-and-add array queue in linked segments (Correia and Ramalhete's
+ * FAA array queue; the idea of LCRQ, Morrison and Afek, PPoPP 2013): a
+ * producer claims a slot with one FAA and publishes with one CAS; a
+ * consumer claims a slot with one FAA and, if the producer has not yet
+ * published, poisons the slot so that the producer retries elsewhere.  No
+ * thread ever waits for another: a thread descheduled mid-operation costs
+ * the others one slot, never a stall.  Unbounded: a full segment is
+ * followed by a new one; no put fails or blocks for capacity.
+ *
+ * Reclamation needs no per-thread records and no extra RMW on the fast
+ * path: the FAA that claims a slot counts in the same 64-bit word as the
+ * segment pointer (split reference counting).  ring.c explains it.
+ *
+ * Synchronization table ("any": concurrently with any call on the ring;
+ * "excl": no other call in flight):
+ *
+ *   call                     concurrency  progress      ordering
+ *   -----------------------  -----------  ------------  ------------------------
+ *   kwq__ring_init           excl         allocates     -
+ *   kwq__ring_destroy        excl         -             -
+ *   kwq__ring_put            any          lock-free     release (and seq_cst)
+ *   kwq__ring_take           any          lock-free     acquire
+ *   kwq__ring_pending        any          wait-free     seq_cst loads
+ *   kwq__ring_len            any          short lock    snapshot
+ *
+ * Items are non-NULL pointers with the two low bits clear (any object from
+ * malloc qualifies): values 0, 1 and 2 mark slot states.
+ */
+#ifndef KWQ_SHARDED_RING_H
+#define KWQ_SHARDED_RING_H
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Slots per segment by default: 8 KiB segments. */
+#define KWQ_RING_SEG_DEFAULT 1024u
+#define KWQ_RING_SEG_MAX 65536u
+
+struct kwq_ring_seg;
+
+struct kwq_ring {
+	/* Producers' word and consumers' word: each on a line of its own. */
+	alignas(64) _Atomic uint64_t tail;   /* packed (segment, claims) */
+	alignas(64) _Atomic uint64_t head;   /* packed (segment, claims) */
+	alignas(64) pthread_mutex_t reclaim_lock;
+	struct kwq_ring_seg *retired;        /* under reclaim_lock */
+	uint32_t seg_slots;
+	_Atomic uint64_t segs_allocated;     /* statistics for tests */
+	_Atomic uint64_t segs_freed;
+};
+
+/* seg_slots: 1..KWQ_RING_SEG_MAX (tests use tiny ones).  0 or -ENOMEM. */
+int kwq__ring_init(struct kwq_ring *r, uint32_t seg_slots);
+
+/* Frees the segments, not the items. */
+void kwq__ring_destroy(struct kwq_ring *r);
+
+/* Append item at the tail.  0, or -ENOMEM when a new segment is needed
+ * and cannot be allocated (nothing is appended then). */
+int kwq__ring_put(struct kwq_ring *r, void *item);
+
+/* Remove the head, or NULL when the ring is empty. */
+void *kwq__ring_take(struct kwq_ring *r);
+
+/*
+ * Whether take() may find an item: false means the ring was empty at the
+ * moment of the last load.  seq_cst loads (the eventcount's re-check).
+ */
+bool kwq__ring_pending(struct kwq_ring *r);
+
+/* The number of items; exact when no call is in flight. */
+size_t kwq__ring_len(struct kwq_ring *r);
+
+#endif

@@ -1,0 +1,639 @@
+/*
+ * sharded.c - the default design: sharded per-key state, one global
+ * lock-free FIFO, parked consumers.
+ *
+ * Design
+ * ======
+ *
+ * Three parts, each with one job:
+ *
+ *   shards   per-key state.  A key hashes (top bits of its 64-bit hash) to
+ *            one of N shards (N a power of two), each one cache-line-
+ *            aligned struct with a lock and a ConcurrencyKit ck_hs set of
+ *            entries.  An entry is the interned key plus one state word,
+ *            so one lookup decides an add (dirty and processing of
+ *            client-go are states of the one entry, as the Linux
+ *            workqueue's PENDING bit and Tokio's RUNNING|NOTIFIED are).
+ *   ring     the FIFO order across shards: one unbounded lock-free MPMC
+ *            queue of entry pointers (ring.c).  Only QUEUED entries are in
+ *            it, each at most once.
+ *   park     idle consumers (core/park.c): spin about a microsecond, then
+ *            sleep on a futex; producers wake one only when somebody is
+ *            parked and nobody spins, and a woken consumer that finds work
+ *            wakes the next.
+ *
+ * Entry states (the state word; priority bits will join it later):
+ *
+ *     ABSENT --add--> QUEUED --get--> HELD --done--> ABSENT
+ *                                      |  ^
+ *                                   add|  |done (re-queued at the tail)
+ *                                      v  |
+ *                                   HELD|DIRTY --done--> QUEUED
+ *
+ *   add on QUEUED or HELD|DIRTY changes nothing (but see H1 below).
+ *   ABSENT entries stay in their shard's set as a cache: the next add of
+ *   the key reuses the entry with no malloc, no hash insert and no free.
+ *   A shard sweeps its ABSENT entries out when they outnumber
+ *   max(SWEEP_MIN, its live entries), so they cost O(1) amortized and at
+ *   most a constant factor of the peak live memory.
+ *
+ * Who changes what:
+ *   - add and done change state only under the shard lock;
+ *   - get changes QUEUED -> HELD without the lock, by an exchange on the
+ *     state word (an entry leaves the ring only once, so only one get
+ *     makes that transition);
+ *   - the ring is touched by add and done (put, under the shard lock) and
+ *     by get (take, no lock).
+ *
+ * Invariants (on a quiescent queue; "under lock" also while running):
+ *   I1 an entry is in the ring iff its state is QUEUED, at most once;
+ *   I2 an entry is in its shard's set from its first add until a sweep
+ *      frees it, and a sweep frees only ABSENT entries (under lock): no
+ *      pointer to a freed entry survives in the ring or in a handle;
+ *   I3 shard.live = the shard's QUEUED + HELD + HELD|DIRTY entries, and
+ *      shard.cached = its ABSENT entries (under lock);
+ *   I4 never two handles of one key: a handle exists from the get that
+ *      made the entry HELD to the done that left HELD, and there is one
+ *      entry per key;
+ *   I5 kwq_len = items in the ring (ring.c counts them).
+ *
+ * Linearization points:
+ *   add    the shard lock's critical section (the state change, and the
+ *          ring put, which happens inside it: so a shutdown, which closes
+ *          each shard under its lock, sees every accepted add already in
+ *          the ring); -ESHUTDOWN when the shard is closed.
+ *   get    the ring take that returns the entry (its claim); -ETIMEDOUT
+ *          and -ESHUTDOWN at the ring's last emptiness check (park.c
+ *          re-checks after seeing the close, so a queued item is never
+ *          left behind by an -ESHUTDOWN).
+ *   done   its critical section under the shard lock.
+ *   len    the ring's snapshot (exact when quiescent).
+ *   shutdown  the last shard closed; drain returns when the count of
+ *          live entries counted at shutdown (plus nothing new: adds are
+ *          refused) reaches zero, or when a plain shutdown happens.
+ *
+ * FIFO: one ring, entries appended in the order their adds (or the done
+ * that re-queues them) linearize, taken in ring order.  A single thread's
+ * add(a), add(b) puts a before b.
+ *
+ * Happens-before (API.md):
+ *   - add(k) -> the get covering it: a first add puts the entry in the
+ *     ring with a release (P1 in ring.c); the get's take acquires it.  A
+ *     coalesced add on QUEUED does an acq_rel CAS QUEUED->QUEUED (H1), a
+ *     release RMW that the getter's exchange (H2, acq_rel) reads or
+ *     follows in the state word's modification order: a plain load would
+ *     not synchronize with anything.  If the exchange came first, the CAS
+ *     fails, sees HELD and the add makes HELD|DIRTY under the lock, which
+ *     the done takes; the done's re-queue (ring put) releases to the next
+ *     get.  Adds on HELD or HELD|DIRTY are ordered before the done by the
+ *     lock, and the done's put before the next get.
+ *   - done -> next get of the key: done's unlock -> the next add's lock
+ *     (or the done's own put for HELD|DIRTY) -> put -> take.
+ *
+ * Acquire/release pairs (labels appear at each access):
+ *   L1 shard lock acquire (exchange, acquire) pairs with L2 (unlock,
+ *      store release): everything under a shard lock.
+ *   H1 add's CAS QUEUED->QUEUED (acq_rel) pairs with H2, get's exchange
+ *      QUEUED->HELD (acq_rel): coalesced add -> covering get.
+ *   D1 drain: remaining-- (acq_rel) pairs with D2 (drainer's load,
+ *      acquire): the drainer sees the work done.
+ *   The ring's (P1/A1, ...) and the park's (W1/W2, E1-E3/N1) are in
+ *   ring.c and park.h.
+ *
+ * Relaxed accesses, and why they are safe:
+ *   - state loads and stores under the shard lock: the lock orders them
+ *     with every other add and done; get's only transition is H2, an
+ *     RMW, which cannot be lost to a relaxed store because stores to the
+ *     state happen only on ABSENT or HELD* entries, which get never
+ *     touches (I1);
+ *   - q->shutdown is read with acquire by kwq_shutting_down and changed
+ *     under shutdown_lock; shard.closed is a plain field under its lock.
+ *
+ * Shard lock: a test-and-test-and-set spinlock on a C11 atomic with
+ * exponential backoff and sched_yield after a bound (lock-holder
+ * preemption: threads outnumber the 2 vCPUs here).  Measured against a
+ * pthread mutex (PTHREAD_MUTEX_NORMAL) on this VM: see MEASUREMENTS below.
+ *
+ * ThreadSanitizer sees every edge: all synchronization is C11 atomics or
+ * pthread; ck_hs (uninstrumented libck.so, inline-asm atomics) is touched
+ * only under the shard lock, so its internal accesses need none.  ck_hs
+ * runs in SPMC|OBJECT mode (the cheapest mode it offers; OBJECT packs 17
+ * hash bits into each slot so most mismatches never dereference an entry)
+ * with the precomputed hash (kwq_item.hash), no DELETE mode (removal is
+ * rare: sweeps only).
+ *
+ * MEASUREMENTS: filled in below the code (see the comment at shard_count).
+ */
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <ck_hs.h>
+
+#include "../core/inject.h"
+#include "../core/key.h"
+#include "../core/ops.h"
+#include "../core/park.h"
+#include "ring.h"
+
+#define HS_MODE (CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT)
+#define HS_INITIAL 8
+#define SWEEP_MIN 32
+
+/* remaining = BIAS + live entries while shutdown counts the shards. */
+#define DRAIN_BIAS (UINT64_C(1) << 62)
+
+enum {
+	ST_ABSENT = 0,
+	ST_QUEUED = 1,
+	ST_HELD = 2,
+	ST_HELD_DIRTY = 3,
+};
+
+/*
+ * An entry is one allocation: this header, then at ITEM_OFFSET the public
+ * struct kwq_item, which ends in the key bytes.  (ISO C forbids a struct
+ * ending in a flexible array as a member, hence the offset.)
+ */
+struct entry {
+	_Atomic uint32_t state;
+};
+
+#define ITEM_OFFSET \
+	((sizeof(struct entry) + alignof(struct kwq_item) - 1) & ~(alignof(struct kwq_item) - 1))
+#define ENTRY_SIZE (ITEM_OFFSET + sizeof(struct kwq_item))
+
+static inline struct kwq_item *item_of(struct entry *e)
+{
+	return (struct kwq_item *)(void *)((char *)e + ITEM_OFFSET);
+}
+
+struct shard {
+	alignas(64) _Atomic uint32_t lock;
+	bool closed;          /* adds refused (under lock) */
+	uint32_t live;        /* I3 (under lock) */
+	uint32_t cached;      /* I3 (under lock) */
+	ck_hs_t set;          /* under lock */
+#ifdef KWQ_SHARD_LOCK_PTHREAD
+	alignas(8) unsigned char mutex_space[sizeof(pthread_mutex_t)];
+#endif
+};
+
+static_assert(alignof(struct shard) == 64, "shard must be cache-line aligned");
+static_assert(sizeof(struct shard) % 64 == 0, "shards must not share lines");
+static_assert(offsetof(struct shard, lock) == 0, "lock first on its line");
+
+struct sharded_queue {
+	struct kwq base;
+	struct shard *shards;
+	unsigned shard_shift;             /* index = hash >> shard_shift */
+	unsigned nshards;
+
+	struct kwq_ring ring;
+	struct kwq_park park;
+
+	alignas(64) pthread_mutex_t shutdown_lock;
+	_Atomic bool shutdown;
+	_Atomic uint64_t remaining;       /* live entries, counted at shutdown */
+	_Atomic uint32_t drain_seq;       /* futex word for drainers */
+	_Atomic uint32_t shutdown_calls;  /* kwq_shutdown() calls: end drains */
+};
+
+static struct sharded_queue *sq(struct kwq *q)
+{
+	return kwq__container_of(q, struct sharded_queue, base);
+}
+
+static struct entry *entry_of(void *it)
+{
+	return (struct entry *)(void *)((char *)it - ITEM_OFFSET);
+}
+
+static struct shard *shard_of(struct sharded_queue *s, uint64_t hash)
+{
+	/* Top bits: ck_hs uses the low bits (bucket) and bits 25-41 (tag). */
+	return &s->shards[s->shard_shift >= 64 ? 0 : hash >> s->shard_shift];
+}
+
+/* ------------------------------------------------------------------------ */
+/* The shard lock                                                            */
+
+#ifdef KWQ_SHARD_LOCK_PTHREAD
+/*
+ * The measurement variant (see MEASUREMENTS): a pthread mutex in place of
+ * the spinlock.  Not built by default.
+ */
+static pthread_mutex_t *shard_mutex(struct shard *sh)
+{
+	return (pthread_mutex_t *)(void *)sh->mutex_space;
+}
+
+static inline void shard_lock(struct shard *sh)
+{
+	pthread_mutex_lock(shard_mutex(sh));
+}
+
+static inline void shard_unlock(struct shard *sh)
+{
+	pthread_mutex_unlock(shard_mutex(sh));
+}
+#else
+static void shard_lock_slow(struct shard *sh)
+{
+	unsigned backoff = 1, spins = 0;
+
+	for (;;) {
+		while (atomic_load_explicit(&sh->lock, memory_order_relaxed) != 0) {
+			if (spins++ < 32) {
+				for (unsigned i = 0; i < backoff; i++)
+					kwq__cpu_relax();
+				if (backoff < 64)
+					backoff <<= 1;
+			} else {
+				/* The holder is likely descheduled: let it run. */
+				sched_yield();
+			}
+		}
+		/* L1 */
+		if (atomic_exchange_explicit(&sh->lock, 1, memory_order_acquire) == 0)
+			return;
+	}
+}
+
+static inline void shard_lock(struct shard *sh)
+{
+	/* L1: pairs with L2. */
+	if (atomic_exchange_explicit(&sh->lock, 1, memory_order_acquire) != 0)
+		shard_lock_slow(sh);
+}
+
+static inline void shard_unlock(struct shard *sh)
+{
+	KWQ_YIELD();
+	/* L2: pairs with L1. */
+	atomic_store_explicit(&sh->lock, 0, memory_order_release);
+}
+#endif
+
+/* ------------------------------------------------------------------------ */
+
+static void futex_wake_all(_Atomic uint32_t *word)
+{
+	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX,
+		NULL, NULL, 0);
+}
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t val)
+{
+	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT | FUTEX_PRIVATE_FLAG, val,
+		NULL, NULL, 0);
+}
+
+static void drain_wake(struct sharded_queue *s)
+{
+	atomic_fetch_add_explicit(&s->drain_seq, 1, memory_order_seq_cst);
+	futex_wake_all(&s->drain_seq);
+}
+
+static unsigned online_cpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+/*
+ * The default shard count: see MEASUREMENTS.  Many more shards than CPUs,
+ * so that two threads rarely meet on one lock (and a preempted holder
+ * rarely stalls anyone); each costs one line plus a small ck_hs map.
+ */
+static unsigned shard_count(unsigned requested, unsigned ncpu)
+{
+	unsigned n = requested;
+	if (n == 0) {
+		n = ncpu * 64;
+		if (n < 256)
+			n = 256;
+		if (n > 4096)
+			n = 4096;
+	}
+	unsigned p = 1;
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+static void *take_cb(void *ctx)
+{
+	return kwq__ring_take(&((struct sharded_queue *)ctx)->ring);
+}
+
+static bool pending_cb(void *ctx)
+{
+	return kwq__ring_pending(&((struct sharded_queue *)ctx)->ring);
+}
+
+static void free_shards(struct sharded_queue *s, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct shard *sh = &s->shards[i];
+		ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+		void *obj;
+		while (ck_hs_next(&sh->set, &it, &obj))
+			free(entry_of(obj));
+		ck_hs_destroy(&sh->set);
+	}
+	free(s->shards);
+}
+
+static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *cfg)
+{
+	unsigned ncpu = online_cpus();
+	unsigned n = shard_count(cfg->shards, ncpu);
+	size_t size = (sizeof(struct sharded_queue) + 63) & ~(size_t)63;
+	struct sharded_queue *s = aligned_alloc(64, size);
+	if (s == NULL)
+		goto enomem;
+	memset(s, 0, size);
+	s->base = *base;
+	s->nshards = n;
+	unsigned bits = 0;
+	while ((1u << bits) < n)
+		bits++;
+	s->shard_shift = 64 - bits;
+
+	s->shards = aligned_alloc(64, n * sizeof *s->shards);
+	if (s->shards == NULL)
+		goto free_s;
+	memset(s->shards, 0, n * sizeof *s->shards);
+	for (unsigned i = 0; i < n; i++) {
+		struct shard *sh = &s->shards[i];
+		atomic_init(&sh->lock, 0);
+#ifdef KWQ_SHARD_LOCK_PTHREAD
+		pthread_mutex_init(shard_mutex(sh), NULL);
+#endif
+		if (!ck_hs_init(&sh->set, HS_MODE, kwq__item_hs_hash, kwq__item_hs_compare,
+				&kwq__ck_allocator, HS_INITIAL, base->seed)) {
+			free_shards(s, i);
+			goto free_s;
+		}
+	}
+	if (kwq__ring_init(&s->ring, KWQ_RING_SEG_DEFAULT) != 0) {
+		free_shards(s, n);
+		goto free_s;
+	}
+	kwq__park_init(&s->park, ncpu);
+	pthread_mutex_init(&s->shutdown_lock, NULL);
+	atomic_init(&s->shutdown, false);
+	atomic_init(&s->remaining, DRAIN_BIAS);
+	atomic_init(&s->drain_seq, 0);
+	atomic_init(&s->shutdown_calls, 0);
+	return &s->base;
+
+free_s:
+	free(s);
+enomem:
+	errno = ENOMEM;
+	return NULL;
+}
+
+static void sharded_destroy(struct kwq *q)
+{
+	struct sharded_queue *s = sq(q);
+
+	free_shards(s, s->nshards); /* I2: every entry is in a set */
+	kwq__ring_destroy(&s->ring);
+	kwq__park_destroy(&s->park);
+	pthread_mutex_destroy(&s->shutdown_lock);
+	free(s);
+}
+
+/* Free the shard's ABSENT entries (under its lock). */
+static void sweep(struct shard *sh)
+{
+	ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+	void *obj;
+
+	while (ck_hs_next(&sh->set, &it, &obj)) {
+		struct entry *e = entry_of(obj);
+		if (atomic_load_explicit(&e->state, memory_order_relaxed) == ST_ABSENT) {
+			ck_hs_remove(&sh->set, (unsigned long)item_of(e)->hash, item_of(e));
+			free(e);
+		}
+	}
+	sh->cached = 0;
+	ck_hs_gc(&sh->set, 0, 0); /* drop the tombstones */
+}
+
+static int sharded_add(struct kwq *q, const struct kwq_key *k)
+{
+	struct sharded_queue *s = sq(q);
+	struct shard *sh = shard_of(s, k->hash);
+	struct kwq_item probe;
+	struct entry *e;
+	bool put = false;
+	int rc = 0;
+
+	kwq__item_probe(&probe, k);
+	shard_lock(sh);
+	if (sh->closed) {
+		rc = -ESHUTDOWN;
+		goto out;
+	}
+	struct kwq_item *it = ck_hs_get(&sh->set, (unsigned long)k->hash, &probe);
+	if (it == NULL) {
+		e = kwq__entry_new(ENTRY_SIZE, ITEM_OFFSET, k);
+		if (e == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		atomic_init(&e->state, ST_QUEUED);
+		if (!ck_hs_put(&sh->set, (unsigned long)k->hash, item_of(e))) {
+			free(e);
+			rc = -ENOMEM;
+			goto out;
+		}
+		if (kwq__ring_put(&s->ring, e) != 0) {
+			ck_hs_remove(&sh->set, (unsigned long)k->hash, item_of(e));
+			free(e);
+			rc = -ENOMEM;
+			goto out;
+		}
+		sh->live++;
+		put = true;
+		goto out;
+	}
+
+	e = entry_of(it);
+	uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+	switch (st) {
+	case ST_ABSENT:
+		atomic_store_explicit(&e->state, ST_QUEUED, memory_order_relaxed);
+		if (kwq__ring_put(&s->ring, e) != 0) {
+			atomic_store_explicit(&e->state, ST_ABSENT, memory_order_relaxed);
+			rc = -ENOMEM;
+			goto out;
+		}
+		sh->cached--;
+		sh->live++;
+		put = true;
+		break;
+	case ST_QUEUED:
+		KWQ_YIELD();
+		/* H1: pairs with H2.  Fails only if a get took it meanwhile. */
+		if (atomic_compare_exchange_strong_explicit(&e->state, &st, ST_QUEUED,
+							    memory_order_acq_rel,
+							    memory_order_relaxed))
+			break;
+		assert(st == ST_HELD);
+		/* fall through: the get made it HELD */
+	case ST_HELD:
+		atomic_store_explicit(&e->state, ST_HELD_DIRTY, memory_order_relaxed);
+		break;
+	default: /* HELD|DIRTY: nothing to do; the lock orders us before done */
+		break;
+	}
+out:
+	shard_unlock(sh);
+	if (put)
+		kwq__park_notify(&s->park);
+	return rc;
+}
+
+static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
+{
+	struct sharded_queue *s = sq(q);
+	struct entry *e = kwq__ring_take(&s->ring);
+
+	if (e == NULL) {
+		const struct kwq_park_source src = {
+			.take = take_cb,
+			.pending = pending_cb,
+			.ctx = s,
+		};
+		void *out;
+		int rc = kwq__park_get(&s->park, &src, deadline, &out);
+		if (rc != 0)
+			return rc;
+		e = out;
+	}
+	/* H2: pairs with H1. */
+	uint32_t old = atomic_exchange_explicit(&e->state, ST_HELD, memory_order_acq_rel);
+	assert(old == ST_QUEUED);
+	(void)old;
+	item_of(e)->priority = 0;
+	*item = item_of(e);
+	return 0;
+}
+
+static int sharded_done(struct kwq *q, struct kwq_item *it)
+{
+	struct sharded_queue *s = sq(q);
+	struct entry *e = entry_of(it);
+	struct shard *sh = shard_of(s, it->hash);
+	bool put = false, last = false;
+	int rc = 0;
+
+	shard_lock(sh);
+	uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+	if (st == ST_HELD) {
+		atomic_store_explicit(&e->state, ST_ABSENT, memory_order_relaxed);
+		sh->live--;
+		sh->cached++;
+		if (sh->closed) {
+			/* D1: pairs with D2. */
+			last = atomic_fetch_sub_explicit(&s->remaining, 1,
+							 memory_order_acq_rel) == 1;
+		}
+		if (sh->cached > SWEEP_MIN && sh->cached > sh->live)
+			sweep(sh);
+	} else if (st == ST_HELD_DIRTY) {
+		atomic_store_explicit(&e->state, ST_QUEUED, memory_order_relaxed);
+		if (kwq__ring_put(&s->ring, e) != 0) {
+			atomic_store_explicit(&e->state, ST_HELD_DIRTY, memory_order_relaxed);
+			rc = -ENOMEM;
+		} else {
+			put = true;
+		}
+	} else {
+		rc = -EINVAL;
+	}
+	shard_unlock(sh);
+	if (put)
+		kwq__park_notify(&s->park);
+	if (last)
+		drain_wake(s);
+	return rc;
+}
+
+static size_t sharded_len(struct kwq *q)
+{
+	return kwq__ring_len(&sq(q)->ring);
+}
+
+static void sharded_shutdown(struct kwq *q, bool drain)
+{
+	struct sharded_queue *s = sq(q);
+
+	pthread_mutex_lock(&s->shutdown_lock);
+	if (!atomic_load_explicit(&s->shutdown, memory_order_relaxed)) {
+		/* Close each shard under its lock: every accepted add is counted. */
+		for (unsigned i = 0; i < s->nshards; i++) {
+			struct shard *sh = &s->shards[i];
+			shard_lock(sh);
+			sh->closed = true;
+			uint32_t live = sh->live;
+			shard_unlock(sh);
+			if (live != 0)
+				atomic_fetch_add_explicit(&s->remaining, live,
+							  memory_order_relaxed);
+		}
+		atomic_store_explicit(&s->shutdown, true, memory_order_release);
+		kwq__park_close(&s->park);
+		/* D1 */
+		if (atomic_fetch_sub_explicit(&s->remaining, DRAIN_BIAS,
+					      memory_order_acq_rel) == DRAIN_BIAS)
+			drain_wake(s);
+	}
+	uint32_t calls = atomic_load_explicit(&s->shutdown_calls, memory_order_relaxed);
+	if (!drain)
+		atomic_store_explicit(&s->shutdown_calls, calls + 1, memory_order_relaxed);
+	pthread_mutex_unlock(&s->shutdown_lock);
+
+	if (!drain) {
+		drain_wake(s);
+		return;
+	}
+	for (;;) {
+		uint32_t seq = atomic_load_explicit(&s->drain_seq, memory_order_seq_cst);
+		/* D2: pairs with D1. */
+		if (atomic_load_explicit(&s->remaining, memory_order_acquire) == 0 ||
+		    atomic_load_explicit(&s->shutdown_calls, memory_order_relaxed) != calls)
+			return;
+		futex_wait(&s->drain_seq, seq);
+	}
+}
+
+static bool sharded_shutting_down(struct kwq *q)
+{
+	return atomic_load_explicit(&sq(q)->shutdown, memory_order_acquire);
+}
+
+const struct kwq_ops kwq__sharded_ops = {
+	.name = "sharded",
+	.create = sharded_new,
+	.destroy = sharded_destroy,
+	.add = sharded_add,
+	.get = sharded_get,
+	.done = sharded_done,
+	.len = sharded_len,
+	.shutdown = sharded_shutdown,
+	.shutting_down = sharded_shutting_down,
+};
