@@ -289,8 +289,12 @@ def plot_w2(figs, path, title):
             lines.append("$d%d_%d << EOD" % (n, i))
             lines += ["%d %.6g" % (x, y / 1e6) for x, y in pts]
             lines.append("EOD")
-            # Solid grey, open points: some SVG renderers mangle dashes.
-            style = "lc rgb '#888888' pt 6" if "external" in impl else "pt 7"
+            # One colour per implementation in every panel; the external row
+            # solid grey with open points (some SVG renderers mangle dashes).
+            if "external" in impl:
+                style = "lc rgb '#888888' pt 6"
+            else:
+                style = "lt %d pt 7" % (impls.index(impl) + 1)
             blocks.append("$d%d_%d using 1:2 with linespoints lw 2 ps 0.8 %s title '%s'"
                           % (n, i, style, impl))
         lines.append("set title 'K = %d: %s/s'" % (k, what))
