@@ -143,12 +143,13 @@ struct kwq_config {
  *   EINVAL  cfg->size smaller than the first published struct kwq_config,
  *           an unknown impl, shards > 65536, or a non-NULL limiter (limiters
  *           have no constructor in this release, so no valid one exists);
- *   ENOTSUP impl == KWQ_IMPL_SHARDED (also the default): the sharded design
- *           is not in this release yet; ask for KWQ_IMPL_MUTEX;
  *   ENOMEM  allocation failed.
  *
- * shards is rounded up to a power of two (the mutex design ignores it after
- * checking it).  Thread-safe; does not block.
+ * shards (KWQ_IMPL_SHARDED only) is the number of lock shards the keys are
+ * hashed to; it is rounded up to a power of two, and 0 picks a count from
+ * the number of online CPUs (at least 256: more shards than threads keep
+ * lock collisions, and stalls behind a preempted lock holder, rare).  The
+ * mutex design ignores it after checking it.  Thread-safe; does not block.
  */
 KWQ_API kwq_t *kwq_new(const struct kwq_config *cfg);
 

@@ -53,7 +53,7 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 		ops = &kwq__mutex_ops;
 		break;
 	case KWQ_IMPL_SHARDED:
-		ops = NULL;
+		ops = &kwq__sharded_ops;
 		break;
 	default:
 		errno = EINVAL;
@@ -61,10 +61,6 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 	}
 	if (c.shards > KWQ_SHARDS_MAX || c.limiter != NULL) {
 		errno = EINVAL;
-		return NULL;
-	}
-	if (ops == NULL) {
-		errno = ENOTSUP;
 		return NULL;
 	}
 
