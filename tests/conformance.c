@@ -683,6 +683,24 @@ static void t_bad_config(void)
 	kwq_free(q);
 }
 
+/* kwq_new(NULL) is the sharded design with defaults. */
+static void t_default_config(void)
+{
+	kwq_t *q = kwq_new(NULL);
+	CHECK(q != NULL);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_len(q), 2);
+	CHECK_GET_DONE(q, "a");
+	CHECK_GET_DONE(q, "b");
+	kwq_free(q);
+
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	CHECK_EQ(cfg.impl, KWQ_IMPL_SHARDED);
+	CHECK_EQ(cfg.size, sizeof cfg);
+}
+
 static void t_strerror(void)
 {
 	CHECK(strcmp(kwq_strerror(-EINVAL), kwq_strerror(EINVAL)) == 0);
@@ -869,6 +887,7 @@ static const struct tap_case cases[] = {
 	{ "keys_max", t_keys_max },
 	{ "bad_input", t_bad_input },
 	{ "bad_config", t_bad_config },
+	{ "default_config", t_default_config },
 	{ "strerror", t_strerror },
 	{ "free_with_items", t_free_with_items },
 	{ "clock_fake", t_clock_fake },
