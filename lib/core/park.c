@@ -22,9 +22,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ops.h" /* before clock.h: it uses kwq_clock_t */
 #include "clock.h"
 #include "inject.h"
-#include "ops.h"
 
 enum { W_PARKED = 0, W_WOKEN = 1, W_CLOSED = 2 };
 

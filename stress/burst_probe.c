@@ -1,0 +1,227 @@
+/*
+ * burst_probe.c - lost wake-up probe for any implementation.
+ *
+ *   burst_probe ROW [--seconds S] [--workers W]
+ *
+ * Each round waits until every worker has sat in kwq_get long enough to
+ * be parked, then adds a burst of fresh keys and watches:
+ *
+ *   bounded delivery   every item of the burst is got within 2 s;
+ *   no idle worker     no worker sits in kwq_get for more than 30 ms
+ *                      while the queue has been non-empty all that time.
+ *
+ * Rounds alternate a burst of 3 items per worker that take 10 ms each to
+ * process (every worker must be woken, and soon: one worker alone would
+ * leave the others idle for 90 ms of queued work), a single item (one
+ * wake into a fully parked pool), and 1000 items processed at once (the
+ * wake gate under a flood).  Conformance, stress and TSan runs can all pass
+ * a wake gate that loses wake-ups permanently; this catches it.
+ * Exit status 0 when every round held, 1 otherwise.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <kwq.h>
+
+#define MAX_WORKERS 64
+#define DELIVERY_BOUND_NS 2000000000LL
+#define IDLE_BOUND_NS 30000000LL
+#define PARKED_NS 20000000LL
+
+struct probe {
+	kwq_t *q;
+	int workers;
+	_Atomic int64_t in_get_since[MAX_WORKERS]; /* 0: not in get */
+	_Atomic long got;
+	_Atomic int64_t work_ns;                   /* processing time per item */
+};
+
+struct worker_arg {
+	struct probe *p;
+	int id;
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void sleep_ns(int64_t ns)
+{
+	struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+static void *worker(void *arg)
+{
+	struct worker_arg *a = arg;
+	struct probe *p = a->p;
+	kwq_item_t *it;
+
+	for (;;) {
+		atomic_store(&p->in_get_since[a->id], now_ns());
+		int rc = kwq_get(p->q, &it);
+		atomic_store(&p->in_get_since[a->id], 0);
+		if (rc != 0)
+			return NULL;
+		int64_t w = atomic_load(&p->work_ns);
+		if (w > 0)
+			sleep_ns(w);
+		atomic_fetch_add(&p->got, 1);
+		kwq_done(p->q, it);
+	}
+}
+
+/* Wait until every worker has been in get for PARKED_NS. */
+static void wait_all_parked(struct probe *p)
+{
+	for (;;) {
+		int64_t t = now_ns();
+		int ok = 0;
+		for (int i = 0; i < p->workers; i++) {
+			int64_t s = atomic_load(&p->in_get_since[i]);
+			ok += s != 0 && t - s >= PARKED_NS;
+		}
+		if (ok == p->workers)
+			return;
+		sleep_ns(2000000);
+	}
+}
+
+/* One round; returns 0 or 1 (failed). */
+static int round_run(struct probe *p, long round, long *next_key, long burst, int64_t work)
+{
+	atomic_store(&p->work_ns, work);
+	wait_all_parked(p);
+	long target = atomic_load(&p->got) + burst;
+
+	for (long i = 0; i < burst; i++) {
+		long k = (*next_key)++;
+		if (kwq_add(p->q, &k, sizeof k) != 0) {
+			fprintf(stderr, "round %ld: add failed\n", round);
+			return 1;
+		}
+	}
+	int64_t start = now_ns(), nonempty_since = 0;
+	while (atomic_load(&p->got) < target) {
+		int64_t t = now_ns();
+		if (t - start > DELIVERY_BOUND_NS) {
+			fprintf(stderr, "round %ld: %ld of %ld items got after 2 s "
+				"(lost wake-up?), len %zu\n", round,
+				burst - (target - atomic_load(&p->got)), burst, kwq_len(p->q));
+			return 1;
+		}
+		if (kwq_len(p->q) == 0) {
+			nonempty_since = 0;
+		} else {
+			if (nonempty_since == 0)
+				nonempty_since = t;
+			for (int i = 0; i < p->workers; i++) {
+				int64_t s = atomic_load(&p->in_get_since[i]);
+				if (s == 0)
+					continue;
+				int64_t idle_from = s > nonempty_since ? s : nonempty_since;
+				if (t - idle_from > IDLE_BOUND_NS) {
+					fprintf(stderr, "round %ld: worker %d idle in get for "
+						"%lld ms while %zu items queued\n", round, i,
+						(long long)((t - idle_from) / 1000000), kwq_len(p->q));
+					return 1;
+				}
+			}
+		}
+		sleep_ns(200000);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	double seconds = 5;
+	int workers = 4;
+	enum kwq_impl impl;
+
+	if (argc < 2) {
+usage:
+		fprintf(stderr, "usage: %s mutex|sharded [--seconds S] [--workers W]\n", argv[0]);
+		return 2;
+	}
+	if (strcmp(argv[1], "mutex") == 0)
+		impl = KWQ_IMPL_MUTEX;
+	else if (strcmp(argv[1], "sharded") == 0)
+		impl = KWQ_IMPL_SHARDED;
+	else
+		goto usage;
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+			seconds = atof(argv[++i]);
+		else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
+			workers = atoi(argv[++i]);
+		else
+			goto usage;
+	}
+	if (workers < 1 || workers > MAX_WORKERS || seconds <= 0)
+		goto usage;
+
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = impl;
+	static struct probe p;
+	p.q = kwq_new(&cfg);
+	if (p.q == NULL) {
+		perror("kwq_new");
+		return 1;
+	}
+	p.workers = workers;
+	pthread_t t[MAX_WORKERS];
+	struct worker_arg wa[MAX_WORKERS];
+	for (int i = 0; i < workers; i++) {
+		atomic_store(&p.in_get_since[i], now_ns());
+		wa[i] = (struct worker_arg){ &p, i };
+		pthread_create(&t[i], NULL, worker, &wa[i]);
+	}
+
+	int64_t end = now_ns() + (int64_t)(seconds * 1e9);
+	long rounds = 0, next_key = 0, added = 0;
+	int failed = 0;
+	while (!failed && now_ns() < end) {
+		long burst;
+		int64_t work;
+		switch (rounds % 3) {
+		case 0:
+			burst = 3L * workers;
+			work = 10000000;
+			break;
+		case 1:
+			burst = 1;
+			work = 0;
+			break;
+		default:
+			burst = 1000;
+			work = 0;
+			break;
+		}
+		failed = round_run(&p, rounds, &next_key, burst, work);
+		added += burst;
+		rounds++;
+	}
+
+	kwq_shutdown_drain(p.q);
+	for (int i = 0; i < workers; i++)
+		pthread_join(t[i], NULL);
+	if (!failed && atomic_load(&p.got) != added) {
+		fprintf(stderr, "got %ld items, added %ld\n", atomic_load(&p.got), added);
+		failed = 1;
+	}
+	kwq_free(p.q);
+	printf("%s: %ld rounds, %ld items, %s\n", argv[1], rounds, added,
+	       failed ? "FAILED" : "ok");
+	return failed;
+}
