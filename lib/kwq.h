@@ -43,6 +43,8 @@
  *   kwq_new                   any           no (allocates)
  *   kwq_free                  excl          joins the queue's own threads
  *   kwq_add                   any           no (short internal lock)
+ *   kwq_add_after             any           no (wait-free hand-off; the
+ *                                           first call starts a thread)
  *   kwq_get                   any           yes, until an item or shutdown
  *   kwq_try_get               any           no
  *   kwq_get_timeout           any           up to timeout_ns
@@ -259,6 +261,33 @@ KWQ_API void kwq_shutdown_drain(kwq_t *q);
 KWQ_API bool kwq_shutting_down(kwq_t *q);
 
 /* ------------------------------------------------------------------------ */
+/* Delayed adds (client-go DelayingInterface)                                */
+
+/*
+ * kwq_add_after - add the key once the queue's clock reaches now + delay_ns.
+ *
+ * delay_ns <= 0 adds at once, exactly as kwq_add().  Otherwise:
+ *
+ *   absent or held      -> waiting: added (as kwq_add) when due
+ *   already waiting     -> keeps the EARLIER of its two ready times
+ *   queued, held+dirty  -> already due: the delayed add is absorbed
+ *
+ * Waiting items are not counted by kwq_len().  Items due at once are added
+ * in ready-time order, equal times in the order of the calls that set them.
+ * A kwq_add() of a waiting key adds it now and cancels the wait.  Shutdown
+ * drops every waiting add (and frees it).
+ *
+ * Never blocks: the request reaches the queue's timer thread through a
+ * wait-free queue, whatever the number of waiting items (the reference
+ * blocks at 1000).  The first delayed add of a queue starts that thread;
+ * kwq_free() joins it.  With a fake clock the thread sleeps until
+ * kwq_clock_fake_step() moves the clock.
+ *
+ * Returns 0, -EINVAL (as kwq_add), -ESHUTDOWN, -ENOMEM.
+ */
+KWQ_API int kwq_add_after(kwq_t *q, const void *key, size_t len, int64_t delay_ns);
+
+/* ------------------------------------------------------------------------ */
 /* Clocks                                                                    */
 
 /*
@@ -276,8 +305,10 @@ KWQ_API kwq_clock_t *kwq_clock_fake_new(int64_t start_ns);
 
 /*
  * kwq_clock_fake_step - move a fake clock forward by delta_ns (negative
- * values are ignored: the clock never goes back; the sum saturates).
- * Ignored for NULL.  Thread-safe, never blocks.
+ * values are ignored: the clock never goes back; the sum saturates), and
+ * wake the timer thread of every queue that uses the clock, so that what
+ * became due is added.  Ignored for NULL.  Thread-safe; takes the clock's
+ * internal lock briefly.
  */
 KWQ_API void kwq_clock_fake_step(kwq_clock_t *c, int64_t delta_ns);
 

@@ -862,6 +862,284 @@ static void t_concurrent_exclusion_no_lost_update(void)
 	kwq_free(s.q);
 }
 
+/* -------------------------------------------------------- delayed adds */
+
+#define MS (1000000LL)
+
+static kwq_t *new_queue_on(kwq_clock_t *c)
+{
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = row->impl;
+	cfg.clock = c;
+	kwq_t *q = kwq_new(&cfg);
+	if (q == NULL) {
+		printf("Bail out! kwq_new(%s): %s\n", row->name, kwq_strerror(errno));
+		exit(1);
+	}
+	return q;
+}
+
+/* Poll kwq_len until it reaches n (the timer thread runs on its own). */
+static size_t wait_len(kwq_t *q, size_t n)
+{
+	for (int i = 0; i < 10000 && kwq_len(q) < n; i++)
+		pause_ms(1);
+	return kwq_len(q);
+}
+
+/*
+ * A barrier through the timer thread: a delayed add due 1 ns from now is
+ * added after everything that was due before it, so once it is got, the
+ * timer has added all that it ever will for the current time.  Checks that
+ * nothing else was queued ahead of it.
+ */
+#define CHECK_NOTHING_MORE(q, c)                                                \
+	do {                                                                    \
+		kwq_item_t *b_;                                                  \
+		CHECK_EQ(kwq_add_after((q), "barrier", 7, 1), 0);                 \
+		kwq_clock_fake_step((c), 1);                                     \
+		CHECK_EQ(kwq_get_timeout((q), &b_, 10000 * MS), 0);               \
+		size_t bl_;                                                      \
+		const void *bk_ = kwq_item_key(b_, &bl_);                        \
+		CHECK_MEM(bk_, bl_, "barrier", 7);                               \
+		CHECK_EQ(kwq_done((q), b_), 0);                                  \
+	} while (0)
+
+/* client-go TestSimpleQueue */
+static void t_delay_simple(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+	kwq_item_t *it;
+
+	CHECK_EQ(kwq_add_after(q, "foo", 3, 50 * MS), 0);
+	CHECK_EQ(kwq_try_get(q, &it), -EAGAIN);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_clock_fake_step(c, 60 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "foo");
+	kwq_clock_fake_step(c, 10000 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* client-go TestDeduping: the earlier ready time wins, either way round */
+static void t_delay_dedup_earliest_wins(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+	kwq_item_t *it;
+
+	CHECK_EQ(kwq_add_after(q, "foo", 3, 50 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "foo", 3, 70 * MS), 0);
+	kwq_clock_fake_step(c, 60 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "foo");
+	kwq_clock_fake_step(c, 20 * MS); /* the 70 ms request was merged */
+	CHECK_NOTHING_MORE(q, c);
+
+	CHECK_EQ(kwq_add_after(q, "foo", 3, 70 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "foo", 3, 50 * MS), 0);
+	kwq_clock_fake_step(c, 60 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "foo");
+	kwq_clock_fake_step(c, 20 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	CHECK_EQ(kwq_try_get(q, &it), -EAGAIN);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* client-go TestAddTwoFireEarly */
+static void t_delay_two_fire_early(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+
+	CHECK_EQ(kwq_add_after(q, "foo", 3, 1000 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "bar", 3, 50 * MS), 0);
+	kwq_clock_fake_step(c, 60 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "bar");
+	CHECK_EQ(kwq_add_after(q, "foo", 3, 50 * MS), 0); /* earlier: wins */
+	kwq_clock_fake_step(c, 60 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "foo");
+	kwq_clock_fake_step(c, 2000 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* client-go TestCopyShifting: items due together come out by ready time */
+static void t_delay_order_by_ready_time(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+
+	CHECK_EQ(ADDS(q, "x"), 0); /* a queued item stays ahead */
+	CHECK_EQ(kwq_add_after(q, "first", 5, 1000 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "second", 6, 500 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "third", 5, 250 * MS), 0);
+	/* equal ready times: call order; a call moving a key earlier counts
+	 * with its own position */
+	CHECK_EQ(kwq_add_after(q, "e1", 2, 300 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "e3", 2, 900 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "e2", 2, 300 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "e3", 2, 300 * MS), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	kwq_clock_fake_step(c, 2000 * MS);
+	CHECK_EQ(wait_len(q, 7), 7);
+	CHECK_GET_DONE(q, "x");
+	CHECK_GET_DONE(q, "third");
+	CHECK_GET_DONE(q, "e1");
+	CHECK_GET_DONE(q, "e2");
+	CHECK_GET_DONE(q, "e3");
+	CHECK_GET_DONE(q, "second");
+	CHECK_GET_DONE(q, "first");
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+static void t_delay_nonpositive_is_add(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+
+	CHECK_EQ(kwq_add_after(q, "a", 1, 0), 0);
+	CHECK_EQ(kwq_add_after(q, "b", 1, -5), 0);
+	CHECK_EQ(kwq_add_after(q, "b", 1, INT64_MIN), 0);
+	CHECK_EQ(kwq_len(q), 2);
+	CHECK_GET_DONE(q, "a");
+	CHECK_GET_DONE(q, "b");
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* A queued or held+dirty item is already due: the delayed add is absorbed
+ * (controller-runtime); the reference would process it a second time. */
+static void t_delay_absorbed_when_due(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+	kwq_item_t *a;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_add_after(q, "a", 1, 50 * MS), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET_DONE(q, "a");
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(ADDS(q, "a"), 0); /* held+dirty */
+	CHECK_EQ(kwq_add_after(q, "a", 1, 50 * MS), 0);
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_GET_DONE(q, "a");
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* A held item may wait: it is added when due, after its done. */
+static void t_delay_held_item_waits(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+	kwq_item_t *a, *x;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(kwq_add_after(q, "a", 1, 50 * MS), 0);
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_EQ(kwq_len(q), 0); /* waiting is not queued */
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+	kwq_clock_fake_step(c, 50 * MS); /* due exactly now */
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "a");
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* An immediate add cancels the wait. */
+static void t_delay_cancelled_by_add(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+
+	CHECK_EQ(kwq_add_after(q, "a", 1, 50 * MS), 0);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET_DONE(q, "a");
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+static void t_delay_shutdown_drops(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+	kwq_item_t *it;
+
+	for (int i = 0; i < 100; i++)
+		CHECK_EQ(kwq_add_after(q, &i, sizeof i, (i + 1) * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "a", 1, 50 * MS), 0);
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_add_after(q, "b", 1, 50 * MS), -ESHUTDOWN);
+	CHECK_EQ(kwq_add_after(q, "b", 1, 0), -ESHUTDOWN);
+	kwq_clock_fake_step(c, 1000 * MS);
+	pause_ms(20);
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(kwq_get(q, &it), -ESHUTDOWN);
+	kwq_free(q); /* frees what was dropped or still in flight (ASan) */
+
+	/* a queue freed with delayed adds pending frees them */
+	q = new_queue_on(c);
+	for (int i = 0; i < 1000; i++)
+		CHECK_EQ(kwq_add_after(q, &i, sizeof i, 3600000 * MS), 0);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+static void t_delay_bad_input(void)
+{
+	kwq_t *q = new_queue();
+
+	CHECK_EQ(kwq_add_after(NULL, "a", 1, MS), -EINVAL);
+	CHECK_EQ(kwq_add_after(q, NULL, 1, MS), -EINVAL);
+	CHECK_EQ(kwq_add_after(q, "a", (size_t)KWQ_KEY_MAX + 1, MS), -EINVAL);
+	CHECK_EQ(kwq_add_after(q, NULL, 0, 0), 0); /* empty key, at once */
+	CHECK_EQ(kwq_len(q), 1);
+	kwq_free(q);
+}
+
+/* On the monotonic clock: never before the ready time; many pending adds
+ * never block the caller. */
+static void t_delay_monotonic(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *it;
+
+	for (int i = 0; i < 20000; i++)
+		CHECK_EQ(kwq_add_after(q, &i, sizeof i, 3600000 * MS), 0);
+	int64_t t0 = now_ns();
+	CHECK_EQ(kwq_add_after(q, "soon", 4, 20 * MS), 0);
+	CHECK_EQ(kwq_get_timeout(q, &it, 10000 * MS), 0);
+	CHECK_INT(now_ns() - t0, >=, 20 * MS);
+	size_t l;
+	const void *k = kwq_item_key(it, &l);
+	CHECK_MEM(k, l, "soon", 4);
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_free(q);
+}
+
 /* ---------------------------------------------------------------- table */
 
 static const struct tap_case cases[] = {
@@ -892,6 +1170,17 @@ static const struct tap_case cases[] = {
 	{ "free_with_items", t_free_with_items },
 	{ "clock_fake", t_clock_fake },
 	{ "concurrent_exclusion_no_lost_update", t_concurrent_exclusion_no_lost_update },
+	{ "delay_simple", t_delay_simple },
+	{ "delay_dedup_earliest_wins", t_delay_dedup_earliest_wins },
+	{ "delay_two_fire_early", t_delay_two_fire_early },
+	{ "delay_order_by_ready_time", t_delay_order_by_ready_time },
+	{ "delay_nonpositive_is_add", t_delay_nonpositive_is_add },
+	{ "delay_absorbed_when_due", t_delay_absorbed_when_due },
+	{ "delay_held_item_waits", t_delay_held_item_waits },
+	{ "delay_cancelled_by_add", t_delay_cancelled_by_add },
+	{ "delay_shutdown_drops", t_delay_shutdown_drops },
+	{ "delay_bad_input", t_delay_bad_input },
+	{ "delay_monotonic", t_delay_monotonic },
 };
 
 int main(int argc, char **argv)

@@ -9,6 +9,8 @@
 #ifndef KWQ_CORE_OPS_H
 #define KWQ_CORE_OPS_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +23,15 @@
 #define KWQ_DEADLINE_POLL 0         /* never block */
 
 struct kwq_ops;
+struct kwq_delay;
+
+/* An item's state as kwq_ops.state reports it. */
+enum kwq__state {
+	KWQ__ABSENT,
+	KWQ__QUEUED,
+	KWQ__HELD,
+	KWQ__HELD_DIRTY,
+};
 
 /* The part of every queue the core owns. */
 struct kwq {
@@ -28,6 +39,12 @@ struct kwq {
 	uint64_t seed;          /* per-queue hash seed (hash flooding) */
 	kwq_clock_t *clock;     /* borrowed; NULL = monotonic */
 	char *name;             /* owned copy, or NULL */
+
+	/* Delayed adds (lib/delay): started on first use under delay_lock,
+	 * then read lock-free.  The core initializes these after create. */
+	_Atomic(struct kwq_delay *) delay;
+	pthread_mutex_t delay_lock;
+	bool delay_stopped;     /* under delay_lock: shutdown happened */
 };
 
 struct kwq_ops {
@@ -58,6 +75,10 @@ struct kwq_ops {
 	int (*done)(struct kwq *q, struct kwq_item *item);
 
 	size_t (*len)(struct kwq *q);
+
+	/* The key's state now (enum kwq__state): a snapshot for deciding
+	 * whether a delayed add is already due. */
+	int (*state)(struct kwq *q, const struct kwq_key *key);
 
 	/* Refuse adds and wake all getters; drain: then wait as documented. */
 	void (*shutdown)(struct kwq *q, bool drain);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../delay/delay.h"
 #include "clock.h"
 #include "kwq.h"
 #include "ops.h"
@@ -82,7 +83,11 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 		int e = errno;
 		free(base.name);
 		errno = e;
+		return NULL;
 	}
+	atomic_init(&q->delay, NULL);
+	pthread_mutex_init(&q->delay_lock, NULL);
+	q->delay_stopped = false;
 	return q;
 }
 
@@ -91,6 +96,9 @@ void kwq_free(kwq_t *q)
 	if (q == NULL)
 		return;
 	char *name = q->name;
+	/* The timer thread adds through ops: stop it before the queue goes. */
+	kwq__delay_free(q);
+	pthread_mutex_destroy(&q->delay_lock);
 	q->ops->shutdown(q, false);
 	q->ops->destroy(q);
 	free(name);
@@ -102,7 +110,34 @@ int kwq_add(kwq_t *q, const void *key, size_t len)
 	int rc = key_check(q, key, len, &k);
 	if (rc != 0)
 		return rc;
-	return q->ops->add(q, &k);
+	rc = q->ops->add(q, &k);
+	/* An immediate add cancels a pending delayed add of the key; a queue
+	 * that never delayed anything pays one load here. */
+	if (rc == 0 && atomic_load_explicit(&q->delay, memory_order_relaxed) != NULL)
+		kwq__delay_cancel(q, &k);
+	return rc;
+}
+
+int kwq_add_after(kwq_t *q, const void *key, size_t len, int64_t delay_ns)
+{
+	struct kwq_key k;
+	int rc = key_check(q, key, len, &k);
+	if (rc != 0)
+		return rc;
+	if (delay_ns <= 0)
+		return kwq_add(q, key, len);
+	if (q->ops->shutting_down(q))
+		return -ESHUTDOWN;
+	/* A queued or held+dirty item is already due: absorbed. */
+	switch (q->ops->state(q, &k)) {
+	case KWQ__QUEUED:
+	case KWQ__HELD_DIRTY:
+		return 0;
+	default:
+		break;
+	}
+	int64_t ready = kwq__sat_add(kwq_clock_now(q->clock), delay_ns);
+	return kwq__delay_add(q, &k, ready, 0);
 }
 
 int kwq_get(kwq_t *q, kwq_item_t **item)
@@ -155,14 +190,18 @@ size_t kwq_len(kwq_t *q)
 
 void kwq_shutdown(kwq_t *q)
 {
-	if (q != NULL)
-		q->ops->shutdown(q, false);
+	if (q == NULL)
+		return;
+	kwq__delay_stop(q);
+	q->ops->shutdown(q, false);
 }
 
 void kwq_shutdown_drain(kwq_t *q)
 {
-	if (q != NULL)
-		q->ops->shutdown(q, true);
+	if (q == NULL)
+		return;
+	kwq__delay_stop(q);
+	q->ops->shutdown(q, true);
 }
 
 bool kwq_shutting_down(kwq_t *q)

@@ -300,6 +300,21 @@ static size_t mutex_len(struct kwq *q)
 	return n;
 }
 
+static int mutex_state(struct kwq *q, const struct kwq_key *k)
+{
+	struct mutex_queue *m = mq(q);
+	struct kwq_item probe;
+
+	kwq__item_probe(&probe, k);
+	pthread_mutex_lock(&m->lock);
+	bool dirty = set_get(&m->dirty, &probe) != NULL;
+	bool processing = set_get(&m->processing, &probe) != NULL;
+	pthread_mutex_unlock(&m->lock);
+	if (processing)
+		return dirty ? KWQ__HELD_DIRTY : KWQ__HELD;
+	return dirty ? KWQ__QUEUED : KWQ__ABSENT;
+}
+
 static void mutex_shutdown(struct kwq *q, bool drain)
 {
 	struct mutex_queue *m = mq(q);
@@ -335,6 +350,7 @@ const struct kwq_ops kwq__mutex_ops = {
 	.get = mutex_get,
 	.done = mutex_done,
 	.len = mutex_len,
+	.state = mutex_state,
 	.shutdown = mutex_shutdown,
 	.shutting_down = mutex_shutting_down,
 };

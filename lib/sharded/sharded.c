@@ -573,6 +573,33 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 	return rc;
 }
 
+/* A snapshot under the shard lock; get's lock-free QUEUED -> HELD may
+ * follow it at once, which a caller deciding on a delayed add tolerates. */
+static int sharded_state(struct kwq *q, const struct kwq_key *k)
+{
+	struct sharded_queue *s = sq(q);
+	struct shard *sh = shard_of(s, k->hash);
+	struct kwq_item probe;
+	uint32_t st = ST_ABSENT;
+
+	kwq__item_probe(&probe, k);
+	shard_lock(sh);
+	struct kwq_item *it = ck_hs_get(&sh->set, (unsigned long)k->hash, &probe);
+	if (it != NULL)
+		st = atomic_load_explicit(&entry_of(it)->state, memory_order_relaxed);
+	shard_unlock(sh);
+	switch (st) {
+	case ST_QUEUED:
+		return KWQ__QUEUED;
+	case ST_HELD:
+		return KWQ__HELD;
+	case ST_HELD_DIRTY:
+		return KWQ__HELD_DIRTY;
+	default:
+		return KWQ__ABSENT;
+	}
+}
+
 static size_t sharded_len(struct kwq *q)
 {
 	return kwq__ring_len(&sq(q)->ring);
@@ -634,6 +661,7 @@ const struct kwq_ops kwq__sharded_ops = {
 	.get = sharded_get,
 	.done = sharded_done,
 	.len = sharded_len,
+	.state = sharded_state,
 	.shutdown = sharded_shutdown,
 	.shutting_down = sharded_shutting_down,
 };
