@@ -230,7 +230,7 @@ def print_tables(figs, out=sys.stdout):
                 print("", file=out)
             prev = r[1]
             print("  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i])
-                            for i, c in enumerate(r)), file=out)
+                            for i, c in enumerate(r)).rstrip(), file=out)
     print("\nx mutex, x floor: times better than the mutex reference and than the "
           "best floor at the same figure (> 1 is better).", file=out)
 
@@ -354,6 +354,12 @@ def markdown_page(result_path, data, figs, ext, plots):
            if reps > 1 else "| repetitions | 1 per case |",
            "| mode | %s |" % ctx.get("kwq_mode", "?"),
            ""]
+    load, cpus = ctx.get("load_avg", [0])[:1] or [0], ctx.get("num_cpus", 1)
+    if load[0] > 0.5 * cpus:
+        out += ["**The machine was busy when this run started** (load %.2f on %s "
+                "CPUs): other work shared the cores, which shows most in W4's "
+                "tail and in the many-thread W2 rows. Re-run on an idle machine "
+                "before drawing conclusions." % (load[0], cpus), ""]
     if ext is not None:
         out += ["The `%s` row is **external**: %s. It was measured on a "
                 "different machine (%s), so read its ratios as indicative."
