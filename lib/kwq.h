@@ -54,6 +54,18 @@
  *   kwq_shutdown              any           no
  *   kwq_shutdown_drain        any           yes, until nothing queued or held
  *   kwq_shutting_down         any           no
+ *   kwq_limiter_exponential   any           no (allocates)
+ *   kwq_limiter_fast_slow     any           no (allocates)
+ *   kwq_limiter_bucket        any           no (allocates)
+ *   kwq_limiter_max_of        any           no (allocates)
+ *   kwq_limiter_with_max_wait any           no (allocates)
+ *   kwq_limiter_default       any           no (allocates)
+ *   kwq_limiter_custom        any           no (allocates)
+ *   kwq_limiter_when          any           no (short internal lock; a
+ *                                           custom limiter: its callbacks)
+ *   kwq_limiter_forget        any           no (short internal lock)
+ *   kwq_limiter_num_requeues  any           no (short internal lock)
+ *   kwq_limiter_free          excl          no
  *   kwq_clock_now             any           no
  *   kwq_clock_fake_new        any           no
  *   kwq_clock_fake_step       any           no
@@ -286,6 +298,179 @@ KWQ_API bool kwq_shutting_down(kwq_t *q);
  * Returns 0, -EINVAL (as kwq_add), -ESHUTDOWN, -ENOMEM.
  */
 KWQ_API int kwq_add_after(kwq_t *q, const void *key, size_t len, int64_t delay_ns);
+
+/* ------------------------------------------------------------------------ */
+/* Rate limiters (client-go RateLimiter family)                              */
+
+/*
+ * A limiter decides how long a failed key waits before it is retried: each
+ * kwq_limiter_when() is one failure of the key, kwq_limiter_forget() ends
+ * the key's failures (its memory is freed), kwq_limiter_num_requeues()
+ * reports how many the limiter counts.  Limiters combine: max_of and
+ * with_max_wait own the limiters they are built from.  A limiter may be
+ * used from any number of threads at once; per-key counts live in a
+ * sharded table, so calls on different keys rarely contend.
+ *
+ * The constructors are thread-safe and do not block (they allocate); they
+ * validate their arguments and return NULL with errno EINVAL (bad
+ * argument) or ENOMEM.  A constructor that is given limiters owns them from
+ * the call on, also when it fails.
+ */
+
+/*
+ * kwq_limiter_exponential - per-key exponential backoff (client-go
+ * ItemExponentialFailureRateLimiter).
+ *
+ * The n-th kwq_limiter_when() of a key since its last forget returns
+ * min(max_ns, base_ns * 2^(n-1)); a count too large for the product gives
+ * max_ns (no overflow).  num_requeues is the key's n.
+ *
+ * Errors: EINVAL (base_ns < 0 or max_ns < 0), ENOMEM.
+ */
+KWQ_API kwq_limiter_t *kwq_limiter_exponential(int64_t base_ns, int64_t max_ns);
+
+/*
+ * kwq_limiter_fast_slow - per-key fast then slow retries (client-go
+ * ItemFastSlowRateLimiter).
+ *
+ * A key's when() calls 1..max_fast_attempts since its last forget return
+ * fast_ns, later ones slow_ns.  num_requeues is the key's count of calls.
+ *
+ * Errors: EINVAL (fast_ns < 0, slow_ns < 0 or max_fast_attempts < 0),
+ * ENOMEM.
+ */
+KWQ_API kwq_limiter_t *kwq_limiter_fast_slow(int64_t fast_ns, int64_t slow_ns,
+					     int max_fast_attempts);
+
+/*
+ * kwq_limiter_bucket - one token bucket for all keys (client-go
+ * BucketRateLimiter over golang.org/x/time/rate's Reserve()).
+ *
+ * The bucket starts with burst tokens and gains qps tokens a second on
+ * clock (NULL = CLOCK_MONOTONIC; borrowed, it must outlive the limiter), up
+ * to burst.  Each when() takes a token, going into debt when none is left:
+ * the k-th call past the burst at one instant waits k / qps seconds
+ * (rounded to the nanosecond; INT64_MAX at most).  The key is ignored:
+ * num_requeues is always 0 and forget does nothing.  when() is lock-free.
+ *
+ * Errors: EINVAL (qps not a finite number > 0, or burst < 1), ENOMEM.
+ */
+KWQ_API kwq_limiter_t *kwq_limiter_bucket(double qps, int burst,
+					  kwq_clock_t *clock);
+
+/*
+ * kwq_limiter_max_of - the worst case of several limiters (client-go
+ * MaxOfRateLimiter).
+ *
+ * when() calls every child's when() (each counts the failure) and returns
+ * the largest wait, 0 with no children; num_requeues is the largest of the
+ * children's; forget forgets in every child.  limiters is read during the
+ * call only (it may be NULL when n is 0).
+ *
+ * Ownership: takes every child, also on failure (then they are freed).
+ * Errors: EINVAL (limiters NULL with n > 0, a NULL child, a child listed
+ * twice), ENOMEM.
+ */
+KWQ_API kwq_limiter_t *kwq_limiter_max_of(kwq_limiter_t *const *limiters,
+					  size_t n);
+
+/*
+ * kwq_limiter_with_max_wait - cap another limiter's wait (client-go
+ * WithMaxWaitRateLimiter).
+ *
+ * when() returns min(inner's when(), max_wait_ns); forget and num_requeues
+ * are inner's.
+ *
+ * Ownership: takes inner, also on failure (then it is freed).
+ * Errors: EINVAL (inner NULL, max_wait_ns < 0), ENOMEM.
+ */
+KWQ_API kwq_limiter_t *kwq_limiter_with_max_wait(kwq_limiter_t *inner,
+						 int64_t max_wait_ns);
+
+/*
+ * kwq_limiter_default - client-go's DefaultControllerRateLimiter:
+ * max_of(exponential(5 ms, 1000 s), bucket(10 qps, burst 100)), the bucket
+ * on CLOCK_MONOTONIC.  (A queue given no limiter builds this same limiter
+ * on the queue's own clock.)
+ *
+ * Errors: ENOMEM.
+ */
+KWQ_API kwq_limiter_t *kwq_limiter_default(void);
+
+/*
+ * kwq_limiter_when - count one failure of the key and return how long it
+ * should wait, in nanoseconds (>= 0).
+ *
+ * Thread-safe; never blocks beyond a short internal lock (a custom limiter:
+ * as its callbacks).
+ *
+ * Returns the wait, or -EINVAL (l NULL, key NULL with len > 0,
+ * len > KWQ_KEY_MAX; nothing is counted), -ENOMEM (a per-key limiter could
+ * not store a new key, and did not count this failure).
+ */
+KWQ_API int64_t kwq_limiter_when(kwq_limiter_t *l, const void *key, size_t len);
+
+/*
+ * kwq_limiter_forget - end the key's failures: its count goes back to 0
+ * and the memory it took is freed.  Thread-safe; never blocks beyond a
+ * short internal lock.
+ *
+ * Returns 0, or -EINVAL (as kwq_limiter_when).
+ */
+KWQ_API int kwq_limiter_forget(kwq_limiter_t *l, const void *key, size_t len);
+
+/*
+ * kwq_limiter_num_requeues - the number of failures the limiter counts for
+ * the key (0 for a key it does not know).  Thread-safe; never blocks beyond
+ * a short internal lock.
+ *
+ * Returns the count (>= 0), or -EINVAL (as kwq_limiter_when).
+ */
+KWQ_API int kwq_limiter_num_requeues(kwq_limiter_t *l, const void *key,
+				     size_t len);
+
+/*
+ * kwq_limiter_free - free a limiter and every limiter it owns (a custom
+ * limiter's destroy callback is called once).  NULL is accepted.
+ *
+ * Exclusive: no other thread may be inside, or later enter, any call on l;
+ * a limiter given to a queue or to another limiter is freed by its owner.
+ */
+KWQ_API void kwq_limiter_free(kwq_limiter_t *l);
+
+/*
+ * struct kwq_limiter_ops - the callbacks of a custom limiter.  Set size to
+ * sizeof(struct kwq_limiter_ops).  when is required; the others may be
+ * NULL (forget does nothing, num_requeues is 0, nothing to destroy).
+ *
+ * Every callback but destroy may be called from many threads at once, with
+ * the key as (key, len) (key never NULL; the bytes are valid during the
+ * call only).  A negative wait from when counts as 0, a negative count
+ * from num_requeues as 0.  destroy is called exactly once, by
+ * kwq_limiter_free() (or by a failing kwq_limiter_custom()).
+ */
+struct kwq_limiter_ops {
+	size_t size;
+	int64_t (*when)(void *ctx, const void *key, size_t len);
+	void (*forget)(void *ctx, const void *key, size_t len);
+	int (*num_requeues)(void *ctx, const void *key, size_t len);
+	void (*destroy)(void *ctx);
+};
+
+/*
+ * kwq_limiter_custom - a limiter whose decisions are the caller's.
+ *
+ * ops is copied (it need not outlive the call); ctx is passed to every
+ * callback.  Ownership: once ops is found valid, ctx belongs to the limiter,
+ * also if the call then fails with ENOMEM (ops->destroy(ctx) is called
+ * before it returns); with EINVAL nothing is called and ctx stays the
+ * caller's.
+ *
+ * Errors: EINVAL (ops NULL, ops->size smaller than the first published
+ * struct kwq_limiter_ops, ops->when NULL), ENOMEM.
+ */
+KWQ_API kwq_limiter_t *kwq_limiter_custom(const struct kwq_limiter_ops *ops,
+					  void *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Clocks                                                                    */
