@@ -79,6 +79,9 @@
 #define CLAIM_MASK ((UINT64_C(1) << CLAIM_BITS) - 1)
 #define SEG_ALIGN 64
 
+/* Reclaimed segments kept for reuse (malloc of 8 KiB blocks is slow). */
+#define SPARES_MAX 4
+
 /* How long a consumer waits for a late producer before poisoning. */
 #define LATE_SPINS 64
 
@@ -109,16 +112,44 @@ static inline uint64_t count_of(uint64_t w)
 	return w & CLAIM_MASK;
 }
 
-static struct kwq_ring_seg *seg_new(struct kwq_ring *r, uint64_t base)
+static size_t seg_size(const struct kwq_ring *r)
 {
 	size_t size = sizeof(struct kwq_ring_seg) + (size_t)r->seg_slots * sizeof(uintptr_t);
-	size = (size + SEG_ALIGN - 1) & ~(size_t)(SEG_ALIGN - 1);
-	struct kwq_ring_seg *s = aligned_alloc(SEG_ALIGN, size);
-	if (s == NULL)
-		return NULL;
-	if ((uintptr_t)s >> 48 != 0) { /* does not fit the packed word */
+	return (size + SEG_ALIGN - 1) & ~(size_t)(SEG_ALIGN - 1);
+}
+
+/* A freed segment: kept as a spare, or freed (under reclaim_lock). */
+static void seg_discard(struct kwq_ring *r, struct kwq_ring_seg *s)
+{
+	atomic_fetch_add_explicit(&r->segs_freed, 1, memory_order_relaxed);
+	if (r->nspares < SPARES_MAX) {
+		s->retired_next = r->spares;
+		r->spares = s;
+		r->nspares++;
+	} else {
 		free(s);
-		return NULL;
+	}
+}
+
+static struct kwq_ring_seg *seg_new(struct kwq_ring *r, uint64_t base)
+{
+	size_t size = seg_size(r);
+	struct kwq_ring_seg *s = NULL;
+
+	pthread_mutex_lock(&r->reclaim_lock); /* once per seg_slots puts */
+	if ((s = r->spares) != NULL) {
+		r->spares = s->retired_next;
+		r->nspares--;
+	}
+	pthread_mutex_unlock(&r->reclaim_lock);
+	if (s == NULL) {
+		s = aligned_alloc(SEG_ALIGN, size);
+		if (s == NULL)
+			return NULL;
+		if ((uintptr_t)s >> 48 != 0) { /* does not fit the packed word */
+			free(s);
+			return NULL;
+		}
 	}
 	memset(s, 0, size); /* every slot EMPTY */
 	atomic_init(&s->next, NULL);
@@ -138,14 +169,18 @@ int kwq__ring_init(struct kwq_ring *r, uint32_t seg_slots)
 		return -EINVAL;
 	r->seg_slots = seg_slots;
 	r->retired = NULL;
+	r->spares = NULL;
+	r->nspares = 0;
 	atomic_init(&r->segs_allocated, 0);
 	atomic_init(&r->segs_freed, 0);
+	pthread_mutex_init(&r->reclaim_lock, NULL);
 	struct kwq_ring_seg *s = seg_new(r, 0);
-	if (s == NULL)
+	if (s == NULL) {
+		pthread_mutex_destroy(&r->reclaim_lock);
 		return -ENOMEM;
+	}
 	atomic_init(&r->tail, pack(s, 0));
 	atomic_init(&r->head, pack(s, 0));
-	pthread_mutex_init(&r->reclaim_lock, NULL);
 	return 0;
 }
 
@@ -160,6 +195,10 @@ void kwq__ring_destroy(struct kwq_ring *r)
 	}
 	while ((s = r->retired) != NULL) {
 		r->retired = s->retired_next;
+		free(s);
+	}
+	while ((s = r->spares) != NULL) {
+		r->spares = s->retired_next;
 		free(s);
 	}
 	pthread_mutex_destroy(&r->reclaim_lock);
@@ -195,8 +234,7 @@ static void reclaim(struct kwq_ring *r, struct kwq_ring_seg *retire)
 		struct kwq_ring_seg *s = *pp;
 		if (seg_complete(r, s)) {
 			*pp = s->retired_next;
-			free(s);
-			atomic_fetch_add_explicit(&r->segs_freed, 1, memory_order_relaxed);
+			seg_discard(r, s);
 		} else {
 			pp = &s->retired_next;
 		}
@@ -244,8 +282,9 @@ static struct kwq_ring_seg *link_next(struct kwq_ring *r, struct kwq_ring_seg *s
 						    memory_order_acq_rel,
 						    memory_order_acquire))
 		return n;
-	free(n); /* never published */
-	atomic_fetch_add_explicit(&r->segs_freed, 1, memory_order_relaxed);
+	pthread_mutex_lock(&r->reclaim_lock); /* never published */
+	seg_discard(r, n);
+	pthread_mutex_unlock(&r->reclaim_lock);
 	return next;
 }
 

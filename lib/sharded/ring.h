@@ -51,6 +51,8 @@ struct kwq_ring {
 	alignas(64) _Atomic uint64_t head;   /* packed (segment, claims) */
 	alignas(64) pthread_mutex_t reclaim_lock;
 	struct kwq_ring_seg *retired;        /* under reclaim_lock */
+	struct kwq_ring_seg *spares;         /* under reclaim_lock */
+	uint32_t nspares;                    /* under reclaim_lock */
 	uint32_t seg_slots;
 	_Atomic uint64_t segs_allocated;     /* statistics for tests */
 	_Atomic uint64_t segs_freed;

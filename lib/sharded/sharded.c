@@ -33,9 +33,10 @@
  *   add on QUEUED or HELD|DIRTY changes nothing (but see H1 below).
  *   ABSENT entries stay in their shard's set as a cache: the next add of
  *   the key reuses the entry with no malloc, no hash insert and no free.
- *   A shard sweeps its ABSENT entries out when they outnumber
- *   max(SWEEP_MIN, its live entries), so they cost O(1) amortized and at
- *   most a constant factor of the peak live memory.
+ *   A shard sweeps them with a second-chance policy (sweep()): an entry
+ *   ABSENT through a whole sweep interval is freed.  Sweeps cost O(1)
+ *   amortized; the cache holds at most about twice the working set of
+ *   recurring keys, and stays at a fixed size under unique keys.
  *
  * Who changes what:
  *   - add and done change state only under the shard lock;
@@ -165,6 +166,7 @@ enum {
  */
 struct entry {
 	_Atomic uint32_t state;
+	uint8_t aged;   /* ABSENT through a whole sweep interval (under lock) */
 };
 
 #define ITEM_OFFSET \
@@ -181,6 +183,7 @@ struct shard {
 	bool closed;          /* adds refused (under lock) */
 	uint32_t live;        /* I3 (under lock) */
 	uint32_t cached;      /* I3 (under lock) */
+	uint32_t sweep_at;    /* sweep when cached reaches this (under lock) */
 	ck_hs_t set;          /* under lock */
 #ifdef KWQ_SHARD_LOCK_PTHREAD
 	alignas(8) unsigned char mutex_space[sizeof(pthread_mutex_t)];
@@ -376,6 +379,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 	for (unsigned i = 0; i < n; i++) {
 		struct shard *sh = &s->shards[i];
 		atomic_init(&sh->lock, 0);
+		sh->sweep_at = SWEEP_MIN;
 #ifdef KWQ_SHARD_LOCK_PTHREAD
 		pthread_mutex_init(shard_mutex(sh), NULL);
 #endif
@@ -415,21 +419,43 @@ static void sharded_destroy(struct kwq *q)
 	free(s);
 }
 
-/* Free the shard's ABSENT entries (under its lock). */
+/*
+ * Second chance (CLOCK) for the cached ABSENT entries, under the shard
+ * lock: free those that stayed ABSENT through the whole interval since the
+ * previous sweep, mark the others.  The next sweep comes when the cache
+ * reaches max(SWEEP_MIN, live, 2 * survivors): with unique keys half the
+ * cache is freed each time and its size stays put; with recurring keys the
+ * cache grows to hold their working set and stops there.  Either way a
+ * sweep is O(entries) once per at least max(live, survivors) dones.
+ */
 static void sweep(struct shard *sh)
 {
 	ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
 	void *obj;
+	uint32_t freed = 0;
 
 	while (ck_hs_next(&sh->set, &it, &obj)) {
 		struct entry *e = entry_of(obj);
-		if (atomic_load_explicit(&e->state, memory_order_relaxed) == ST_ABSENT) {
+		if (atomic_load_explicit(&e->state, memory_order_relaxed) != ST_ABSENT)
+			continue;
+		if (e->aged) {
 			ck_hs_remove(&sh->set, (unsigned long)item_of(e)->hash, item_of(e));
 			free(e);
+			freed++;
+		} else {
+			e->aged = 1;
 		}
 	}
-	sh->cached = 0;
-	ck_hs_gc(&sh->set, 0, 0); /* drop the tombstones */
+	sh->cached -= freed;
+	uint32_t next = 2 * sh->cached;
+	if (next < sh->live)
+		next = sh->live;
+	if (next < SWEEP_MIN)
+		next = SWEEP_MIN;
+	sh->sweep_at = next;
+	/* Tombstones lengthen the probes of misses: rebuild after big sweeps. */
+	if (freed >= SWEEP_MIN && freed >= ck_hs_count(&sh->set) / 2)
+		ck_hs_gc(&sh->set, 0, 0);
 }
 
 static int sharded_add(struct kwq *q, const struct kwq_key *k)
@@ -481,6 +507,7 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k)
 			rc = -ENOMEM;
 			goto out;
 		}
+		e->aged = 0;
 		sh->cached--;
 		sh->live++;
 		put = true;
@@ -552,7 +579,8 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 			last = atomic_fetch_sub_explicit(&s->remaining, 1,
 							 memory_order_acq_rel) == 1;
 		}
-		if (sh->cached > SWEEP_MIN && sh->cached > sh->live)
+		e->aged = 0;
+		if (sh->cached >= sh->sweep_at)
 			sweep(sh);
 	} else if (st == ST_HELD_DIRTY) {
 		atomic_store_explicit(&e->state, ST_QUEUED, memory_order_relaxed);
