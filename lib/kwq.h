@@ -45,6 +45,11 @@
  *   kwq_add                   any           no (short internal lock)
  *   kwq_add_after             any           no (wait-free hand-off; the
  *                                           first call starts a thread)
+ *   kwq_add_rate_limited      any           no (as kwq_add_after)
+ *   kwq_add_with              any           no (as kwq_add_after)
+ *   kwq_forget                any           no (short internal lock)
+ *   kwq_num_requeues          any           no (short internal lock)
+ *   kwq_item_priority         any (*)       no
  *   kwq_get                   any           yes, until an item or shutdown
  *   kwq_try_get               any           no
  *   kwq_get_timeout           any           up to timeout_ns
@@ -149,14 +154,16 @@ struct kwq_config {
 /*
  * kwq_new - create a queue.
  *
- * cfg NULL means all defaults (KWQ_IMPL_SHARDED, unnamed, monotonic clock).
- * cfg is read during the call only; name is copied; clock is borrowed and
- * must outlive the queue.
+ * cfg NULL means all defaults (KWQ_IMPL_SHARDED, unnamed, monotonic clock,
+ * the default limiter).  cfg is read during the call only; name is copied;
+ * clock is borrowed and must outlive the queue.  limiter is owned by the
+ * queue from the moment cfg->size is validated, and freed on any later
+ * failure; NULL builds kwq_limiter_default()'s limiter on the queue's clock.
  *
  * Errors (NULL returned, errno set):
- *   EINVAL  cfg->size smaller than the first published struct kwq_config,
- *           an unknown impl, shards > 65536, or a non-NULL limiter (limiters
- *           have no constructor in this release, so no valid one exists);
+ *   EINVAL  cfg->size smaller than the first published struct kwq_config
+ *           (the limiter is then not taken), an unknown impl, shards >
+ *           65536;
  *   ENOMEM  allocation failed.
  *
  * shards (KWQ_IMPL_SHARDED only) is the number of lock shards the keys are
@@ -298,6 +305,75 @@ KWQ_API bool kwq_shutting_down(kwq_t *q);
  * Returns 0, -EINVAL (as kwq_add), -ESHUTDOWN, -ENOMEM.
  */
 KWQ_API int kwq_add_after(kwq_t *q, const void *key, size_t len, int64_t delay_ns);
+
+/*
+ * kwq_add_rate_limited - kwq_add_after(key, when(key)) with the queue's
+ * limiter (client-go AddRateLimited).  when() is called, and counts a
+ * failure of the key, even if the add is then refused.
+ *
+ * Returns as kwq_add_after().  Thread-safe; never blocks (the limiter's
+ * per-key table takes a short internal lock; a custom limiter runs its
+ * callback).
+ */
+KWQ_API int kwq_add_rate_limited(kwq_t *q, const void *key, size_t len);
+
+/*
+ * kwq_forget - clear the queue limiter's memory of the key (its failure
+ * count; the key's memory is freed).  Does not touch the queue itself.
+ * Returns 0 or -EINVAL.
+ */
+KWQ_API int kwq_forget(kwq_t *q, const void *key, size_t len);
+
+/*
+ * kwq_num_requeues - the queue limiter's failure count for the key, >= 0,
+ * or -EINVAL.
+ */
+KWQ_API int kwq_num_requeues(kwq_t *q, const void *key, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Priorities (controller-runtime AddWithOpts)                               */
+
+struct kwq_add_opts {
+	size_t size;       /* KWQ_ADD_OPTS_INIT sets it */
+	int64_t after_ns;  /* > 0: delayed */
+	bool rate_limited; /* also ask the limiter; the lower wait wins */
+	int priority;      /* higher is handed out first; default 0 */
+};
+
+#ifdef __cplusplus
+#define KWQ_ADD_OPTS_INIT (kwq_add_opts{ sizeof(kwq_add_opts), 0, false, 0 })
+#else
+#define KWQ_ADD_OPTS_INIT ((struct kwq_add_opts){ .size = sizeof(struct kwq_add_opts) })
+#endif
+
+/*
+ * kwq_add_with - add with options.
+ *
+ * The wait is after_ns, or with rate_limited the limiter's when(key) when
+ * after_ns <= 0 and else the lower of the two; a wait <= 0 adds at once,
+ * otherwise as kwq_add_after().  Priorities: queued items are handed out
+ * highest priority first, FIFO within a priority; kwq_add() is priority 0.
+ *
+ *   absent            -> queued at the tail of its priority
+ *   queued            -> a higher priority moves it to the tail of that
+ *                        priority; a lower or equal one changes nothing
+ *   held, held+dirty  -> held+dirty; done queues it with the highest
+ *                        priority asked since it was handed out
+ *   waiting           -> keeps the earlier ready time and the higher
+ *                        priority
+ *
+ * opts is read during the call only.  Returns as kwq_add_after(), and
+ * -EINVAL for opts NULL or opts->size smaller than the first published
+ * struct kwq_add_opts.
+ */
+KWQ_API int kwq_add_with(kwq_t *q, const void *key, size_t len,
+			 const struct kwq_add_opts *opts);
+
+/*
+ * kwq_item_priority - the priority a held item was handed out with (0 for
+ * NULL).  Never blocks.
+ */
+KWQ_API int kwq_item_priority(const kwq_item_t *item);
 
 /* ------------------------------------------------------------------------ */
 /* Rate limiters (client-go RateLimiter family)                              */

@@ -1140,6 +1140,86 @@ static void t_delay_monotonic(void)
 	kwq_free(q);
 }
 
+/* ------------------------------------------------- rate-limited adds */
+
+static kwq_t *new_queue_limited(kwq_clock_t *c, kwq_limiter_t *l)
+{
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = row->impl;
+	cfg.clock = c;
+	cfg.limiter = l;
+	kwq_t *q = kwq_new(&cfg);
+	if (q == NULL) {
+		printf("Bail out! kwq_new(%s): %s\n", row->name, kwq_strerror(errno));
+		exit(1);
+	}
+	return q;
+}
+
+/* client-go TestRateLimitingQueue, observed through the queue */
+static void t_rate_limited_queue(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_limited(c, kwq_limiter_exponential(1 * MS, 1000 * MS));
+
+	CHECK_EQ(kwq_add_rate_limited(q, "one", 3), 0); /* waits 1 ms */
+	CHECK_EQ(kwq_add_rate_limited(q, "one", 3), 0); /* 2 ms: earlier kept */
+	CHECK_EQ(kwq_num_requeues(q, "one", 3), 2);
+	CHECK_EQ(kwq_add_rate_limited(q, "two", 3), 0);
+	CHECK_EQ(kwq_add_rate_limited(q, "two", 3), 0);
+	CHECK_EQ(kwq_num_requeues(q, "two", 3), 2);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_clock_fake_step(c, 1 * MS);
+	CHECK_EQ(wait_len(q, 2), 2);
+	CHECK_GET_DONE(q, "one");
+	CHECK_GET_DONE(q, "two");
+
+	CHECK_EQ(kwq_forget(q, "one", 3), 0);
+	CHECK_EQ(kwq_num_requeues(q, "one", 3), 0);
+	CHECK_EQ(kwq_num_requeues(q, "two", 3), 2);
+	CHECK_EQ(kwq_add_rate_limited(q, "one", 3), 0); /* 1 ms again */
+	kwq_clock_fake_step(c, 1 * MS - 2);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_clock_fake_step(c, 1);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "one");
+
+	/* when() counts the failure even when the add is refused */
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_add_rate_limited(q, "two", 3), -ESHUTDOWN);
+	CHECK_EQ(kwq_num_requeues(q, "two", 3), 3);
+	CHECK_EQ(kwq_add_rate_limited(NULL, "two", 3), -EINVAL);
+	CHECK_EQ(kwq_add_rate_limited(q, NULL, 3), -EINVAL);
+	CHECK_EQ(kwq_forget(NULL, "two", 3), -EINVAL);
+	CHECK_EQ(kwq_num_requeues(q, NULL, 1), -EINVAL);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* The default limiter runs on the queue's clock: 5 ms, 10 ms, ... */
+static void t_rate_limited_default(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+
+	CHECK_EQ(kwq_add_rate_limited(q, "k", 1), 0);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 1);
+	kwq_clock_fake_step(c, 5 * MS - 2);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_clock_fake_step(c, 1);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "k");
+	kwq_free(q);
+	kwq_clock_free(c);
+
+	/* a limiter given with a bad config is freed (ASan checks) */
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = (enum kwq_impl)99;
+	cfg.limiter = kwq_limiter_exponential(MS, MS);
+	CHECK_PTR(kwq_new(&cfg), ==, NULL);
+	CHECK_EQ(errno, EINVAL);
+}
+
 /* ---------------------------------------------------------------- table */
 
 static const struct tap_case cases[] = {
@@ -1181,6 +1261,8 @@ static const struct tap_case cases[] = {
 	{ "delay_shutdown_drops", t_delay_shutdown_drops },
 	{ "delay_bad_input", t_delay_bad_input },
 	{ "delay_monotonic", t_delay_monotonic },
+	{ "rate_limited_queue", t_rate_limited_queue },
+	{ "rate_limited_default", t_rate_limited_default },
 };
 
 int main(int argc, char **argv)

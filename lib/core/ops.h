@@ -39,6 +39,7 @@ struct kwq {
 	uint64_t seed;          /* per-queue hash seed (hash flooding) */
 	kwq_clock_t *clock;     /* borrowed; NULL = monotonic */
 	char *name;             /* owned copy, or NULL */
+	kwq_limiter_t *limiter; /* owned: kwq_add_rate_limited and friends */
 
 	/* Delayed adds (lib/delay): started on first use under delay_lock,
 	 * then read lock-free.  The core initializes these after create. */
@@ -60,8 +61,14 @@ struct kwq_ops {
 	/* Free everything; the queue is already shut down. */
 	void (*destroy)(struct kwq *q);
 
-	/* kwq_add() on a validated key.  0, -ESHUTDOWN or -ENOMEM. */
-	int (*add)(struct kwq *q, const struct kwq_key *key);
+	/*
+	 * kwq_add() on a validated key, with a priority (0 for kwq_add):
+	 * absent -> queued at the tail of its priority; queued -> raised to
+	 * the tail of a higher priority, else unchanged; held -> held+dirty,
+	 * held+dirty -> unchanged, both remembering the highest priority
+	 * asked, with which done re-queues it.  0, -ESHUTDOWN or -ENOMEM.
+	 */
+	int (*add)(struct kwq *q, const struct kwq_key *key, int priority);
 
 	/*
 	 * Hand out the head.  deadline is an absolute CLOCK_MONOTONIC time,

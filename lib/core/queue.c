@@ -12,11 +12,14 @@
 #include <string.h>
 
 #include "../delay/delay.h"
+#include "../ratelimit/limiter.h"
 #include "clock.h"
 #include "kwq.h"
 #include "ops.h"
 
-/* The size of the first published struct kwq_config (API.md). */
+/* The sizes of the first published option structs (API.md). */
+#define KWQ_ADD_OPTS_SIZE_V1 \
+	(offsetof(struct kwq_add_opts, priority) + sizeof(int))
 #define KWQ_CONFIG_SIZE_V1 \
 	(offsetof(struct kwq_config, limiter) + sizeof(kwq_limiter_t *))
 
@@ -38,6 +41,7 @@ static int key_check(const kwq_t *q, const void *key, size_t len, struct kwq_key
 kwq_t *kwq_new(const struct kwq_config *cfg)
 {
 	struct kwq_config c = KWQ_CONFIG_INIT;
+	int err = EINVAL;
 
 	if (cfg != NULL) {
 		if (cfg->size < KWQ_CONFIG_SIZE_V1) {
@@ -47,48 +51,51 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 		memcpy(&c, cfg, sizeof c < cfg->size ? sizeof c : cfg->size);
 		c.size = sizeof c;
 	}
-
-	const struct kwq_ops *ops;
-	switch (c.impl) {
-	case KWQ_IMPL_MUTEX:
-		ops = &kwq__mutex_ops;
-		break;
-	case KWQ_IMPL_SHARDED:
-		ops = &kwq__sharded_ops;
-		break;
-	default:
-		errno = EINVAL;
-		return NULL;
-	}
-	if (c.shards > KWQ_SHARDS_MAX || c.limiter != NULL) {
-		errno = EINVAL;
-		return NULL;
-	}
-
+	/* From here on the queue owns c.limiter: freed on any failure. */
 	struct kwq base = {
-		.ops = ops,
 		.seed = kwq__random_seed(),
 		.clock = c.clock,
-		.name = NULL,
+		.limiter = c.limiter,
 	};
+	switch (c.impl) {
+	case KWQ_IMPL_MUTEX:
+		base.ops = &kwq__mutex_ops;
+		break;
+	case KWQ_IMPL_SHARDED:
+		base.ops = &kwq__sharded_ops;
+		break;
+	default:
+		goto fail;
+	}
+	if (c.shards > KWQ_SHARDS_MAX)
+		goto fail;
+
+	err = ENOMEM;
+	if (base.limiter == NULL) {
+		base.limiter = kwq__limiter_default_on(c.clock);
+		if (base.limiter == NULL)
+			goto fail;
+	}
 	if (c.name != NULL) {
 		base.name = strdup(c.name);
-		if (base.name == NULL) {
-			errno = ENOMEM;
-			return NULL;
-		}
+		if (base.name == NULL)
+			goto fail;
 	}
-	kwq_t *q = ops->create(&base, &c);
+	kwq_t *q = base.ops->create(&base, &c);
 	if (q == NULL) {
-		int e = errno;
-		free(base.name);
-		errno = e;
-		return NULL;
+		err = errno;
+		goto fail;
 	}
 	atomic_init(&q->delay, NULL);
 	pthread_mutex_init(&q->delay_lock, NULL);
 	q->delay_stopped = false;
 	return q;
+
+fail:
+	kwq_limiter_free(base.limiter);
+	free(base.name);
+	errno = err;
+	return NULL;
 }
 
 void kwq_free(kwq_t *q)
@@ -96,12 +103,24 @@ void kwq_free(kwq_t *q)
 	if (q == NULL)
 		return;
 	char *name = q->name;
+	kwq_limiter_t *limiter = q->limiter;
 	/* The timer thread adds through ops: stop it before the queue goes. */
 	kwq__delay_free(q);
 	pthread_mutex_destroy(&q->delay_lock);
 	q->ops->shutdown(q, false);
 	q->ops->destroy(q);
+	kwq_limiter_free(limiter);
 	free(name);
+}
+
+/* An immediate add; it cancels a pending delayed add of the key, and a
+ * queue that never delayed anything pays one load for that. */
+static int add_now(kwq_t *q, const struct kwq_key *k, int prio)
+{
+	int rc = q->ops->add(q, k, prio);
+	if (rc == 0 && atomic_load_explicit(&q->delay, memory_order_relaxed) != NULL)
+		kwq__delay_cancel(q, k);
+	return rc;
 }
 
 int kwq_add(kwq_t *q, const void *key, size_t len)
@@ -110,12 +129,26 @@ int kwq_add(kwq_t *q, const void *key, size_t len)
 	int rc = key_check(q, key, len, &k);
 	if (rc != 0)
 		return rc;
-	rc = q->ops->add(q, &k);
-	/* An immediate add cancels a pending delayed add of the key; a queue
-	 * that never delayed anything pays one load here. */
-	if (rc == 0 && atomic_load_explicit(&q->delay, memory_order_relaxed) != NULL)
-		kwq__delay_cancel(q, &k);
-	return rc;
+	return add_now(q, &k, 0);
+}
+
+static int add_delayed(kwq_t *q, const struct kwq_key *k, int64_t delay_ns, int prio)
+{
+	if (delay_ns <= 0)
+		return add_now(q, k, prio);
+	if (q->ops->shutting_down(q))
+		return -ESHUTDOWN;
+	/* A queued or held+dirty item is already due: the delayed add is
+	 * absorbed, except that it may raise the priority. */
+	switch (q->ops->state(q, k)) {
+	case KWQ__QUEUED:
+	case KWQ__HELD_DIRTY:
+		return prio > 0 ? q->ops->add(q, k, prio) : 0;
+	default:
+		break;
+	}
+	int64_t ready = kwq__sat_add(kwq_clock_now(q->clock), delay_ns);
+	return kwq__delay_add(q, k, ready, prio);
 }
 
 int kwq_add_after(kwq_t *q, const void *key, size_t len, int64_t delay_ns)
@@ -124,20 +157,60 @@ int kwq_add_after(kwq_t *q, const void *key, size_t len, int64_t delay_ns)
 	int rc = key_check(q, key, len, &k);
 	if (rc != 0)
 		return rc;
-	if (delay_ns <= 0)
-		return kwq_add(q, key, len);
-	if (q->ops->shutting_down(q))
-		return -ESHUTDOWN;
-	/* A queued or held+dirty item is already due: absorbed. */
-	switch (q->ops->state(q, &k)) {
-	case KWQ__QUEUED:
-	case KWQ__HELD_DIRTY:
-		return 0;
-	default:
-		break;
+	return add_delayed(q, &k, delay_ns, 0);
+}
+
+int kwq_add_rate_limited(kwq_t *q, const void *key, size_t len)
+{
+	struct kwq_key k;
+	int rc = key_check(q, key, len, &k);
+	if (rc != 0)
+		return rc;
+	/* when() counts a failure even if the add is then refused */
+	int64_t wait = kwq_limiter_when(q->limiter, key, len);
+	if (wait < 0)
+		return (int)wait;
+	return add_delayed(q, &k, wait, 0);
+}
+
+int kwq_add_with(kwq_t *q, const void *key, size_t len, const struct kwq_add_opts *opts)
+{
+	struct kwq_key k;
+	int rc = key_check(q, key, len, &k);
+	if (rc != 0)
+		return rc;
+	if (opts == NULL || opts->size < KWQ_ADD_OPTS_SIZE_V1)
+		return -EINVAL;
+	int64_t wait = opts->after_ns > 0 ? opts->after_ns : 0;
+	if (opts->rate_limited) {
+		/* controller-runtime: the limiter's wait when no delay was
+		 * asked, else the lower of the two */
+		int64_t w = kwq_limiter_when(q->limiter, key, len);
+		if (w < 0)
+			return (int)w;
+		if (wait == 0 || w < wait)
+			wait = w;
 	}
-	int64_t ready = kwq__sat_add(kwq_clock_now(q->clock), delay_ns);
-	return kwq__delay_add(q, &k, ready, 0);
+	return add_delayed(q, &k, wait, opts->priority);
+}
+
+int kwq_forget(kwq_t *q, const void *key, size_t len)
+{
+	if (q == NULL)
+		return -EINVAL;
+	return kwq_limiter_forget(q->limiter, key, len);
+}
+
+int kwq_num_requeues(kwq_t *q, const void *key, size_t len)
+{
+	if (q == NULL)
+		return -EINVAL;
+	return kwq_limiter_num_requeues(q->limiter, key, len);
+}
+
+int kwq_item_priority(const kwq_item_t *item)
+{
+	return item == NULL ? 0 : item->priority;
 }
 
 int kwq_get(kwq_t *q, kwq_item_t **item)

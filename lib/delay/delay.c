@@ -204,7 +204,7 @@ static void apply(struct kwq_delay *d, struct req *r)
 		if (r->heap.index < d->heap.n && d->heap.v[r->heap.index] == &r->heap)
 			kwq__heap_remove(&d->heap, &r->heap);
 		struct kwq_key k = { rk->bytes, rk->len, rk->hash };
-		d->q->ops->add(d->q, &k);
+		d->q->ops->add(d->q, &k, r->priority);
 		free(r);
 		atomic_fetch_sub_explicit(&d->pending, 1, memory_order_relaxed);
 	}
@@ -236,7 +236,7 @@ static bool fire_due(struct kwq_delay *d, int64_t now)
 		struct req *r = req_of_heap(top);
 		struct kwq_item *rk = key_of(r);
 		struct kwq_key k = { rk->bytes, rk->len, rk->hash };
-		int rc = d->q->ops->add(d->q, &k);
+		int rc = d->q->ops->add(d->q, &k, r->priority);
 		if (rc == -ENOMEM)
 			return false; /* stays due; retried shortly */
 		kwq__heap_pop(&d->heap);

@@ -1,19 +1,23 @@
 /*
  * mutex.c - the reference design: a literal port of client-go's
- * util/workqueue Type (queue.go), and the oracle for differential tests.
+ * util/workqueue Type (queue.go), with controller-runtime's priorities, and
+ * the oracle for differential tests.
  *
  * One mutex guards everything; one condition variable wakes getters, a
  * second wakes drainers.  The shape is client-go's:
  *
- *   queue       FIFO of items waiting to be handed out (a growable ring)
+ *   queue       items waiting to be handed out: one FIFO per priority level
+ *               in use (levels[], highest first), each an intrusive list
  *   dirty       set of items that need processing
  *   processing  set of items currently held by a worker
  *
  * Invariants (under the mutex):
  *   I1  every item in queue is in dirty and not in processing;
- *   I2  an item is in queue at most once;
- *   I3  an item in dirty and processing (held+dirty) is not in queue;
- *   I4  an entry is allocated exactly while it is in dirty or processing.
+ *   I2  an item is in queue at most once, in the level of its qprio;
+ *   I3  an item in dirty and processing (held+dirty) is not in queue; its
+ *       dprio is the highest priority asked since it was handed out;
+ *   I4  an entry is allocated exactly while it is in dirty or processing;
+ *   I5  count = the items in queue; no level is empty.
  *
  * So the item states of the API are: queued = dirty and not processing;
  * held = processing and not dirty; held+dirty = both.
@@ -21,7 +25,9 @@
  * Differences from the reference, as API.md states them: done takes the
  * handle a get returned, so a done of something not held is -EINVAL instead
  * of queueing a duplicate; a refused add returns -ESHUTDOWN; drain waits for
- * queued and held items, and a kwq_shutdown during it ends it.
+ * queued and held items, and a kwq_shutdown during it ends it.  Priorities
+ * follow controller-runtime: highest first, FIFO within a level, a raise
+ * moves a queued item to the tail of its new level, never lowered.
  *
  * The sets are ConcurrencyKit ck_hs in object mode holding struct kwq_item
  * pointers with precomputed hashes.  They are touched only under the mutex,
@@ -30,7 +36,9 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <ck_hs.h>
@@ -40,7 +48,35 @@
 
 #define HS_MODE (CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT)
 #define HS_INITIAL 64
-#define FIFO_INITIAL 64
+
+/*
+ * An entry is one allocation: this header, then at ITEM_OFFSET the public
+ * struct kwq_item ending in the key bytes (ISO C forbids a member that ends
+ * in a flexible array, hence the offset).
+ */
+struct entry {
+	struct entry *prev, *next; /* in its level's FIFO while queued */
+	int qprio;                 /* priority it is queued with */
+	int dprio;                 /* held+dirty: priority to re-queue with */
+};
+
+#define ITEM_OFFSET \
+	((sizeof(struct entry) + alignof(struct kwq_item) - 1) & ~(alignof(struct kwq_item) - 1))
+
+static struct kwq_item *item_of(struct entry *e)
+{
+	return (struct kwq_item *)(void *)((char *)e + ITEM_OFFSET);
+}
+
+static struct entry *entry_of(struct kwq_item *it)
+{
+	return (struct entry *)(void *)((char *)it - ITEM_OFFSET);
+}
+
+struct level {
+	int prio;
+	struct entry *head, *tail;
+};
 
 struct mutex_queue {
 	struct kwq base;
@@ -49,9 +85,9 @@ struct mutex_queue {
 	pthread_cond_t cond;      /* getters: an item was queued, or shutdown */
 	pthread_cond_t drained;   /* drainers: empty, or kwq_shutdown */
 
-	/* FIFO ring: items[(head + i) & (cap - 1)] for i < count. */
-	struct kwq_item **items;
-	size_t head, count, cap;
+	struct level *levels;     /* non-empty levels, highest prio first */
+	size_t nlevels, cap;
+	size_t count;             /* items queued */
 
 	ck_hs_t dirty;
 	ck_hs_t processing;
@@ -65,31 +101,82 @@ static struct mutex_queue *mq(struct kwq *q)
 	return kwq__container_of(q, struct mutex_queue, base);
 }
 
-static int fifo_push(struct mutex_queue *m, struct kwq_item *it)
+/* The level for prio, created (empty) if needed; NULL on ENOMEM. */
+static struct level *level_get(struct mutex_queue *m, int prio)
 {
-	if (m->count == m->cap) {
-		size_t ncap = m->cap * 2;
-		struct kwq_item **n = malloc(ncap * sizeof *n);
-		if (n == NULL)
-			return -ENOMEM;
-		for (size_t i = 0; i < m->count; i++)
-			n[i] = m->items[(m->head + i) & (m->cap - 1)];
-		free(m->items);
-		m->items = n;
-		m->head = 0;
-		m->cap = ncap;
+	size_t i = 0;
+	while (i < m->nlevels && m->levels[i].prio > prio)
+		i++;
+	if (i < m->nlevels && m->levels[i].prio == prio)
+		return &m->levels[i];
+	if (m->nlevels == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 4;
+		struct level *l = realloc(m->levels, cap * sizeof *l);
+		if (l == NULL)
+			return NULL;
+		m->levels = l;
+		m->cap = cap;
 	}
-	m->items[(m->head + m->count) & (m->cap - 1)] = it;
+	memmove(&m->levels[i + 1], &m->levels[i], (m->nlevels - i) * sizeof *m->levels);
+	m->nlevels++;
+	m->levels[i] = (struct level){ .prio = prio };
+	return &m->levels[i];
+}
+
+static void level_drop_if_empty(struct mutex_queue *m, struct level *l)
+{
+	if (l->head != NULL)
+		return;
+	size_t i = (size_t)(l - m->levels);
+	memmove(&m->levels[i], &m->levels[i + 1], (m->nlevels - i - 1) * sizeof *m->levels);
+	m->nlevels--;
+}
+
+static int fifo_push(struct mutex_queue *m, struct entry *e, int prio)
+{
+	struct level *l = level_get(m, prio);
+	if (l == NULL)
+		return -ENOMEM;
+	e->qprio = prio;
+	e->next = NULL;
+	e->prev = l->tail;
+	if (l->tail)
+		l->tail->next = e;
+	else
+		l->head = e;
+	l->tail = e;
 	m->count++;
 	return 0;
 }
 
-static struct kwq_item *fifo_pop(struct mutex_queue *m)
+static struct level *level_of(struct mutex_queue *m, int prio)
 {
-	struct kwq_item *it = m->items[m->head];
-	m->head = (m->head + 1) & (m->cap - 1);
+	for (size_t i = 0; i < m->nlevels; i++)
+		if (m->levels[i].prio == prio)
+			return &m->levels[i];
+	return NULL;
+}
+
+static void fifo_unlink(struct mutex_queue *m, struct entry *e)
+{
+	struct level *l = level_of(m, e->qprio);
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		l->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		l->tail = e->prev;
 	m->count--;
-	return it;
+	level_drop_if_empty(m, l);
+}
+
+static struct entry *fifo_pop(struct mutex_queue *m)
+{
+	struct entry *e = m->levels[0].head;
+	fifo_unlink(m, e);
+	return e;
 }
 
 static struct kwq_item *set_get(ck_hs_t *s, const struct kwq_item *probe)
@@ -104,13 +191,9 @@ static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config 
 	if (m == NULL)
 		goto enomem;
 	m->base = *base;
-	m->cap = FIFO_INITIAL;
-	m->items = malloc(m->cap * sizeof *m->items);
-	if (m->items == NULL)
-		goto free_m;
 	if (!ck_hs_init(&m->dirty, HS_MODE, kwq__item_hs_hash, kwq__item_hs_compare,
 			&kwq__ck_allocator, HS_INITIAL, base->seed))
-		goto free_items;
+		goto free_m;
 	if (!ck_hs_init(&m->processing, HS_MODE, kwq__item_hs_hash,
 			kwq__item_hs_compare, &kwq__ck_allocator, HS_INITIAL, base->seed))
 		goto free_dirty;
@@ -126,8 +209,6 @@ static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config 
 
 free_dirty:
 	ck_hs_destroy(&m->dirty);
-free_items:
-	free(m->items);
 free_m:
 	free(m);
 enomem:
@@ -144,14 +225,14 @@ static void mutex_destroy(struct kwq *q)
 	/* I4: free each entry once; held+dirty ones are in both sets. */
 	while (ck_hs_next(&m->processing, &it, &obj)) {
 		if (set_get(&m->dirty, obj) == NULL)
-			free(obj);
+			free(entry_of(obj));
 	}
 	ck_hs_iterator_init(&it);
 	while (ck_hs_next(&m->dirty, &it, &obj))
-		free(obj);
+		free(entry_of(obj));
 	ck_hs_destroy(&m->processing);
 	ck_hs_destroy(&m->dirty);
-	free(m->items);
+	free(m->levels);
 	pthread_cond_destroy(&m->drained);
 	pthread_cond_destroy(&m->cond);
 	pthread_mutex_destroy(&m->lock);
@@ -163,10 +244,11 @@ static bool is_empty(const struct mutex_queue *m)
 	return m->count == 0 && ck_hs_count((ck_hs_t *)&m->processing) == 0;
 }
 
-static int mutex_add(struct kwq *q, const struct kwq_key *k)
+static int mutex_add(struct kwq *q, const struct kwq_key *k, int prio)
 {
 	struct mutex_queue *m = mq(q);
 	struct kwq_item probe, *it;
+	struct entry *e;
 	int rc = 0;
 
 	kwq__item_probe(&probe, k);
@@ -175,34 +257,56 @@ static int mutex_add(struct kwq *q, const struct kwq_key *k)
 		rc = -ESHUTDOWN;
 		goto out;
 	}
-	if (set_get(&m->dirty, &probe) != NULL)
-		goto out; /* queued or held+dirty: nothing to do */
+	it = set_get(&m->dirty, &probe);
+	if (it != NULL) {
+		e = entry_of(it);
+		if (set_get(&m->processing, it) != NULL) {
+			/* held+dirty: remember the highest priority asked */
+			if (prio > e->dprio)
+				e->dprio = prio;
+		} else if (prio > e->qprio) {
+			/* queued: a raise moves it to the tail of its level */
+			struct level *l = level_get(m, prio);
+			if (l == NULL) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			fifo_unlink(m, e);
+			fifo_push(m, e, prio); /* the level exists: cannot fail */
+		}
+		goto out;
+	}
 
 	it = set_get(&m->processing, &probe);
 	bool held = it != NULL;
-	if (!held) {
-		it = kwq__entry_new(sizeof *it, 0, k);
-		if (it == NULL) {
+	if (held) {
+		e = entry_of(it);
+	} else {
+		e = kwq__entry_new(ITEM_OFFSET + sizeof(struct kwq_item), ITEM_OFFSET, k);
+		if (e == NULL) {
 			rc = -ENOMEM;
 			goto out;
 		}
+		it = item_of(e);
+	}
+	if (!held && fifo_push(m, e, prio) != 0) {
+		free(e);
+		rc = -ENOMEM;
+		goto out;
 	}
 	if (!ck_hs_put(&m->dirty, (unsigned long)it->hash, it)) {
+		if (!held) {
+			fifo_unlink(m, e);
+			free(e);
+		}
 		rc = -ENOMEM;
-		goto undo;
+		goto out;
 	}
-	if (held)
-		goto out; /* held -> held+dirty: queued again by done */
-	if (fifo_push(m, it) != 0) {
-		ck_hs_remove(&m->dirty, (unsigned long)it->hash, it);
-		rc = -ENOMEM;
-		goto undo;
+	if (held) {
+		e->dprio = prio; /* held -> held+dirty: queued again by done */
+		goto out;
 	}
 	pthread_cond_signal(&m->cond);
-	goto out;
-undo:
-	if (!held)
-		free(it);
 out:
 	pthread_mutex_unlock(&m->lock);
 	return rc;
@@ -241,21 +345,17 @@ static int mutex_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 		rc = -ESHUTDOWN;
 		goto out;
 	}
-	struct kwq_item *it = fifo_pop(m);
-	/*
-	 * Insert into processing before removing from dirty, as the
-	 * reference does; the put cannot lose the item: on ENOMEM it goes
-	 * back to the head and the get fails without changing anything.
-	 */
+	struct entry *e = m->levels[0].head;
+	struct kwq_item *it = item_of(e);
+	/* Insert into processing before removing from dirty, as the
+	 * reference does; on ENOMEM nothing has changed. */
 	if (!ck_hs_put(&m->processing, (unsigned long)it->hash, it)) {
-		m->head = (m->head + m->cap - 1) & (m->cap - 1);
-		m->items[m->head] = it;
-		m->count++;
 		rc = -ENOMEM;
 		goto out;
 	}
+	fifo_pop(m);
 	ck_hs_remove(&m->dirty, (unsigned long)it->hash, it);
-	it->priority = 0;
+	it->priority = e->qprio;
 	*item = it;
 out:
 	pthread_mutex_unlock(&m->lock);
@@ -272,9 +372,10 @@ static int mutex_done(struct kwq *q, struct kwq_item *it)
 		rc = -EINVAL;
 		goto out;
 	}
+	struct entry *e = entry_of(it);
 	if (set_get(&m->dirty, it) != NULL) {
-		/* held+dirty -> queued at the tail */
-		if (fifo_push(m, it) != 0) {
+		/* held+dirty -> queued at the tail of the priority asked */
+		if (fifo_push(m, e, e->dprio) != 0) {
 			rc = -ENOMEM;
 			goto out;
 		}
@@ -282,7 +383,7 @@ static int mutex_done(struct kwq *q, struct kwq_item *it)
 		pthread_cond_signal(&m->cond);
 	} else {
 		ck_hs_remove(&m->processing, (unsigned long)it->hash, it);
-		free(it);
+		free(e);
 	}
 	if (m->shutting_down && is_empty(m))
 		pthread_cond_broadcast(&m->drained);

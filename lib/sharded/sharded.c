@@ -458,8 +458,9 @@ static void sweep(struct shard *sh)
 		ck_hs_gc(&sh->set, 0, 0);
 }
 
-static int sharded_add(struct kwq *q, const struct kwq_key *k)
+static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 {
+	(void)prio; /* priority lanes: not yet */
 	struct sharded_queue *s = sq(q);
 	struct shard *sh = shard_of(s, k->hash);
 	struct kwq_item probe;
