@@ -24,6 +24,7 @@
 
 struct kwq_ops;
 struct kwq_delay;
+struct kwq_metrics;
 
 /* An item's state as kwq_ops.state reports it. */
 enum kwq__state {
@@ -86,6 +87,15 @@ struct kwq_ops {
 	/* The key's state now (enum kwq__state): a snapshot for deciding
 	 * whether a delayed add is already due. */
 	int (*state)(struct kwq *q, const struct kwq_key *key);
+
+	/*
+	 * Named queues only (q->name != NULL): add the implementation's
+	 * metric counters into *m (depth, adds_total, the two histograms)
+	 * and compute unfinished_work_seconds and
+	 * longest_running_processor_seconds over the held items at `now`
+	 * (the queue clock's time).  The core fills retries_total.
+	 */
+	void (*metrics)(struct kwq *q, struct kwq_metrics *m, int64_t now);
 
 	/* Refuse adds and wake all getters; drain: then wait as documented. */
 	void (*shutdown)(struct kwq *q, bool drain);
