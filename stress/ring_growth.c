@@ -28,6 +28,13 @@
 
 #define MAX_THREADS 32
 
+/* Items per producer and round; with injected yields a round is slower. */
+#if defined(KWQ_INJECT_YIELDS) && KWQ_INJECT_YIELDS
+#define PER_PRODUCER 2000
+#else
+#define PER_PRODUCER 20000
+#endif
+
 struct round {
 	struct kwq_ring ring;
 	int producers;
@@ -183,7 +190,7 @@ int main(int argc, char **argv)
 	long rounds = 0;
 	int failed = 0;
 	while (!failed && now_ns() < end) {
-		failed = run_round(segs[rounds % 4], threads, 20000);
+		failed = run_round(segs[rounds % 4], threads, PER_PRODUCER);
 		rounds++;
 	}
 	printf("ring_growth: %ld rounds, %s\n", rounds, failed ? "FAILED" : "ok");

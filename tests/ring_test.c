@@ -208,7 +208,11 @@ static void test_mpmc(uint32_t seg, uint64_t per_producer)
 
 int main(int argc, char **argv)
 {
+#if defined(KWQ_INJECT_YIELDS) && KWQ_INJECT_YIELDS
+	uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 5000; /* yields: slow */
+#else
 	uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 50000;
+#endif
 
 	test_order(1);
 	test_order(2);
