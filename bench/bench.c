@@ -37,8 +37,14 @@ bool bench_row_available(const struct bench_row *row)
 
 kwq_t *bench_queue_new(kb_state *st, const struct bench_row *row)
 {
+	return bench_queue_new_named(st, row, NULL);
+}
+
+kwq_t *bench_queue_new_named(kb_state *st, const struct bench_row *row, const char *name)
+{
 	struct kwq_config cfg = KWQ_CONFIG_INIT;
 	cfg.impl = row->impl;
+	cfg.name = name;
 	kwq_t *q = kwq_new(&cfg);
 	if (q == NULL) {
 		char why[128];

@@ -41,6 +41,10 @@ bool bench_row_available(const struct bench_row *row);
 /* A fresh, unnamed queue of the row's design; on failure kb_skip()s st. */
 kwq_t *bench_queue_new(kb_state *st, const struct bench_row *row);
 
+/* As bench_queue_new, named name (NULL: unnamed).  Only a named queue keeps
+ * metrics: the named cases measure what that costs. */
+kwq_t *bench_queue_new_named(kb_state *st, const struct bench_row *row, const char *name);
+
 /* ---- keys ------------------------------------------------------------- */
 
 struct bench_key {

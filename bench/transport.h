@@ -44,6 +44,7 @@ struct tp_row {
 	const char *name;
 	enum tp_kind kind;
 	const struct bench_row *kwq; /* TP_KWQ only */
+	const char *qname;           /* TP_KWQ only: the queue's name, or NULL */
 };
 
 struct tp_fifo {
@@ -71,7 +72,7 @@ static inline int tp_open(struct tp *t, const struct tp_row *row, kb_state *st)
 	t->kind = row->kind;
 	switch (row->kind) {
 	case TP_KWQ:
-		t->q = bench_queue_new(st, row->kwq);
+		t->q = bench_queue_new_named(st, row->kwq, row->qname);
 		return t->q != NULL ? 0 : -1;
 	case TP_CK_RING:
 		t->ring_buf = calloc(FLOOR_CAP, sizeof *t->ring_buf);
@@ -215,9 +216,23 @@ static inline size_t tp_rows(struct tp_row *rows)
 	size_t n = 0;
 	for (size_t i = 0; i < bench_nrows; i++)
 		if (bench_row_available(&bench_rows[i]))
-			rows[n++] = (struct tp_row){ bench_rows[i].name, TP_KWQ, &bench_rows[i] };
-	rows[n++] = (struct tp_row){ "floor_ck_ring", TP_CK_RING, NULL };
-	rows[n++] = (struct tp_row){ "floor_mutex_fifo", TP_MUTEX_FIFO, NULL };
+			rows[n++] = (struct tp_row){ bench_rows[i].name, TP_KWQ, &bench_rows[i], NULL };
+	rows[n++] = (struct tp_row){ "floor_ck_ring", TP_CK_RING, NULL, NULL };
+	rows[n++] = (struct tp_row){ "floor_mutex_fifo", TP_MUTEX_FIFO, NULL, NULL };
+	return n;
+}
+
+/*
+ * The available kwq designs only, on queues named qname (NULL: unnamed):
+ * the rows of the variants the floors have no counterpart for.  Returns the
+ * number of rows written to rows[] (room for bench_nrows).
+ */
+static inline size_t tp_kwq_rows(struct tp_row *rows, const char *qname)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < bench_nrows; i++)
+		if (bench_row_available(&bench_rows[i]))
+			rows[n++] = (struct tp_row){ bench_rows[i].name, TP_KWQ, &bench_rows[i], qname };
 	return n;
 }
 

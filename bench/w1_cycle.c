@@ -3,11 +3,12 @@
  * add(key[i & 1023]), get, done.  One Google Benchmark iteration is one
  * cycle, so the reported time is the time per cycle.
  *
- * The floors run the same cycle through their transport (add, get).
+ * The floors run the same cycle through their transport (add, get).  The
+ * named-queue case registers this same body (cases.h).
  */
 #include <stdio.h>
 
-#include "transport.h"
+#include "cases.h"
 
 #define W1_WARMUP 100000
 #define W1_CYCLES 4000000
@@ -51,14 +52,20 @@ static void w1(kb_state *st, void *arg)
 	bench_label(st, row->name);
 }
 
+kb_case *bench_w1_register(const char *name, const struct tp_row *row)
+{
+	kb_case *c = kb_register(name, w1, (void *)row);
+	kb_iterations(c, (int64_t)bench_scaled(W1_CYCLES));
+	kb_real_time(c);
+	return c;
+}
+
 void bench_register_w1(void)
 {
 	size_t n = tp_rows(rows);
 	for (size_t r = 0; r < n; r++) {
 		char name[64];
 		snprintf(name, sizeof name, "W1_cycle/%s", rows[r].name);
-		kb_case *c = kb_register(name, w1, &rows[r]);
-		kb_iterations(c, (int64_t)bench_scaled(W1_CYCLES));
-		kb_real_time(c);
+		bench_w1_register(name, &rows[r]);
 	}
 }

@@ -9,11 +9,12 @@
  * its workers coalesces more adds, so it is judged on both.
  *
  * The case starts its own P + C threads (P and C are not Google
- * Benchmark's thread count) and times them itself.
+ * Benchmark's thread count) and times them itself.  bench_w2_run() is the
+ * body, which the priority mix and the named-queue case run too (cases.h).
  */
 #include <stdio.h>
 
-#include "transport.h"
+#include "cases.h"
 
 #define W2_MAX_THREADS 8
 
@@ -32,20 +33,42 @@ struct w2_run {
 	pthread_barrier_t start;
 };
 
-static void *w2_producer(void *arg)
+/* The producer's loop, inlined into one function per mix so that W2's own
+ * loop carries no test of the mix. */
+static inline __attribute__((always_inline)) void w2_produce(struct w2_thread *th,
+							     enum w2_mix mix)
 {
-	struct w2_thread *th = arg;
+	struct kwq_add_opts prio10 = KWQ_ADD_OPTS_INIT;
+	prio10.priority = 10;
 	struct w2_run *run = th->run;
 	uint64_t k = th->first;
+	unsigned until_prio = 0; /* W2_PRIO10: adds before the next priority 10 */
 	int err = 0;
 
 	pthread_barrier_wait(&run->start);
 	for (uint64_t n = th->count; n > 0; n--) {
-		err |= tp_add(&run->t, &bench_keys[k]);
+		const struct bench_key *key = &bench_keys[k];
+		if (mix == W2_PRIO10 && until_prio-- == 0) {
+			until_prio = 9;
+			err |= kwq_add_with(run->t.q, key->bytes, key->len, &prio10);
+		} else {
+			err |= tp_add(&run->t, key);
+		}
 		if (++k == run->nkeys)
 			k = 0;
 	}
 	th->err = err;
+}
+
+static void *w2_producer(void *arg)
+{
+	w2_produce(arg, W2_PLAIN);
+	return NULL;
+}
+
+static void *w2_producer_prio10(void *arg)
+{
+	w2_produce(arg, W2_PRIO10);
 	return NULL;
 }
 
@@ -67,15 +90,17 @@ static void *w2_worker(void *arg)
 	return NULL;
 }
 
-static void w2(kb_state *st, void *arg)
+void bench_w2_run(kb_state *st, const struct tp_row *row, unsigned P, unsigned C, uint64_t K,
+		  enum w2_mix mix)
 {
-	const struct tp_row *row = arg;
-	const unsigned P = (unsigned)kb_arg(st, 0);
-	const unsigned C = (unsigned)kb_arg(st, 1);
-	const uint64_t K = (uint64_t)kb_arg(st, 2);
 	const uint64_t total = bench_scaled(K == 64 ? 16000000 : 3200000);
 	const uint64_t M = total / P;
 	uint64_t adds = 0, gets = 0;
+
+	if (mix != W2_PLAIN && row->kind != TP_KWQ) {
+		kb_skip(st, "priorities are kwq's: no floor runs them");
+		return;
+	}
 
 	while (kb_keep_running(st)) {
 		struct w2_run run = { .nkeys = K };
@@ -90,7 +115,8 @@ static void w2(kb_state *st, void *arg)
 			th[p] = (struct w2_thread){ .run = &run, .first = p * K / P, .count = M };
 		for (unsigned c = 0; c < C; c++)
 			th[P + c].run = &run;
-		bench_spawn(tid, P, w2_producer, th, sizeof th[0]);
+		bench_spawn(tid, P, mix == W2_PLAIN ? w2_producer : w2_producer_prio10, th,
+			    sizeof th[0]);
 		bench_spawn(tid + P, C, w2_worker, th + P, sizeof th[0]);
 
 		pthread_barrier_wait(&run.start);
@@ -116,6 +142,12 @@ static void w2(kb_state *st, void *arg)
 	kb_counter(st, "adds", (double)adds, KB_RATE);
 	kb_counter(st, "gets", (double)gets, KB_RATE);
 	bench_label(st, row->name);
+}
+
+static void w2(kb_state *st, void *arg)
+{
+	bench_w2_run(st, arg, (unsigned)kb_arg(st, 0), (unsigned)kb_arg(st, 1),
+		     (uint64_t)kb_arg(st, 2), W2_PLAIN);
 }
 
 static struct tp_row rows[8];
