@@ -108,6 +108,10 @@ int main(int argc, char **argv)
 	bench_register_w2();
 	bench_register_w3();
 	bench_register_w4();
+	bench_register_w5();
+	bench_register_w6();
+	bench_register_prio_mix();
+	bench_register_named();
 	bench_register_coalesce();
 	bench_register_memory();
 	bench_register_idle();
