@@ -299,7 +299,13 @@ def plot_w2(figs, path, title):
                           % (n, i, style, impl))
         lines.append("set title 'K = %d: %s/s'" % (k, what))
         lines.append("set ylabel 'M %s/s'" % what)
-        lines.append(("plot " + ", ".join(blocks)) if blocks else "plot NaN notitle")
+        if blocks:
+            lines.append("plot " + ", ".join(blocks))
+        else:
+            # A filtered run may leave a panel empty: gnuplot cannot
+            # autoscale nothing, so the panel gets a fixed range and a note.
+            lines += ["set yrange [0:1]", "set label 1 'not run' at graph 0.5,0.5 center",
+                      "plot NaN notitle", "unset label 1", "set yrange [0:*]"]
     lines.append("unset multiplot")
     return gnuplot("\n".join(lines) + "\n", path)
 
