@@ -6,7 +6,10 @@
 Prints one table per workload: implementation, figure, value, and the
 ratio to the mutex reference and to the best floor.  Ratios read the same
 way for every figure: above 1 is better than the reference (a higher rate,
-or a lower time, latency, memory or CPU cost).
+or a lower time, latency, memory or CPU cost).  The priority mix and the
+named-queue tables compare with a baseline of their own instead of a floor:
+the same implementation with every add at priority 0, and on an unnamed
+queue (W1 and W2 of the same run).
 
 With --plots, draws with gnuplot into DIR, named after the result file:
 <stem>-w2.svg (W2 throughput against threads, per implementation) and
@@ -34,15 +37,29 @@ EXTERNAL = os.path.join(HERE, "external", "client-go.json")
 REFERENCE = "mutex"
 FLOOR_PREFIX = "floor_"
 
-# Workloads in print order: key, title, what it measures.
+# Workloads in print order: key, title, what it measures, and the header
+# of the last column: the ratio to the best floor, or to the figure's own
+# baseline (Figure.base).
 WORKLOADS = [
-    ("W1", "W1 cycle", "one thread: add, get, done"),
-    ("W2", "W2 pipeline", "P producers, C workers; adds/s and gets/s"),
-    ("W3", "W3 hot keys", "4 producers on 16 keys, 2 workers, 1 s"),
-    ("W4", "W4 wake latency", "add to a parked worker, 20 us apart"),
-    ("coalesce", "producers-only coalesce", "P producers re-adding 16 queued keys"),
-    ("memory", "memory", "RSS per queued key, 1,000,000 keys"),
-    ("idle", "idle cost", "8 workers blocked in get on an empty queue"),
+    ("W1", "W1 cycle", "one thread: add, get, done", "x floor"),
+    ("W2", "W2 pipeline", "P producers, C workers; adds/s and gets/s", "x floor"),
+    ("W3", "W3 hot keys", "4 producers on 16 keys, 2 workers, 1 s", "x floor"),
+    ("W4", "W4 wake latency", "add to a parked worker, 20 us apart", "x floor"),
+    ("W5", "W5 delayed adds",
+     "the producer calls add_after(key i, 1 ms) for 100,000 keys; one worker gets them all",
+     "x floor"),
+    ("W6", "W6 rate-limited cycle",
+     "1,000,000 pairs add_rate_limited(k), forget(k) over 1024 keys; one worker drains",
+     "x floor"),
+    ("prio", "priority mix",
+     "W2 at K=100000 P=C=4 with 10% of the adds at priority 10; "
+     "x prio 0: against every add at priority 0", "x prio 0"),
+    ("named", "named-queue overhead",
+     "W1, and W2 at K=100000 P=C=4, on a named queue (it keeps metrics); "
+     "x unnamed: against the same run's W1 and W2", "x unnamed"),
+    ("coalesce", "producers-only coalesce", "P producers re-adding 16 queued keys", "x floor"),
+    ("memory", "memory", "RSS per queued key, 1,000,000 keys", "x floor"),
+    ("idle", "idle cost", "8 workers blocked in get on an empty queue", "x floor"),
 ]
 
 UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -56,17 +73,30 @@ class Figure:
         self.name = name
         self.impl = impl
         self.value = value
-        self.unit = unit  # rate, ns, s, bytes, us_per_s, per_s
-        self.better = better  # "higher" or "lower"
+        self.unit = unit  # rate, ns, s, bytes, us_per_s, per_s, count
+        self.better = better  # "higher", "lower", or None: no ratios
         self.order = order  # sort key of the figure within its workload
         self.plot = plot  # e.g. ("W2", K, threads, "adds") for plotting
+        self.base = None  # the Figure it is compared with, where not a floor
+
+    def copy(self, **kw):
+        f = Figure(self.workload, self.name, self.impl, self.value, self.unit,
+                   self.better, self.order, self.plot)
+        for k, v in kw.items():
+            setattr(f, k, v)
+        return f
 
 
 def parse_name(run_name):
-    """'W2_pipeline/mutex/P:1/C:1/K:64/...' -> ('W2', 'mutex', {'P': 1, ...})."""
+    """'W2_pipeline/mutex/P:1/C:1/K:64/...' -> ('W2', 'mutex', {'P': 1, ...}).
+
+    'named_W1/mutex' -> ('named', 'mutex', {'of': 'W1'}): the named-queue
+    variant of a workload."""
     parts = run_name.split("/")
     workload = parts[0].split("_")[0]
     params = {}
+    if workload == "named":
+        params["of"] = parts[0].split("_")[1]
     for p in parts[2:]:
         if ":" in p:
             k, v = p.split(":", 1)
@@ -111,6 +141,24 @@ def figures_from_results(benchmarks):
         elif wl == "W4":
             for i, q in enumerate(("p50", "p90", "p99")):
                 figs.append(Figure(wl, q, impl, b[q], "s", "lower", i, plot=q))
+        elif wl == "W5":
+            figs.append(Figure(wl, "add_after calls/s", impl, b["calls"], "rate", "higher", 0))
+            figs.append(Figure(wl, "first call to last get", impl, b["all_got_s"], "s",
+                               "lower", 1))
+        elif wl == "W6":
+            ns = b["real_time"] * UNIT_NS[b.get("time_unit", "ns")]
+            figs.append(Figure(wl, "ns per pair", impl, ns, "ns", "lower", 0))
+            figs.append(Figure(wl, "items got", impl, b["got"], "count", None, 1))
+        elif wl == "prio":
+            for i, what in enumerate(("adds", "gets")):
+                mix = "priority 0 only" if p["high"] == 0 else "%d%% at priority 10" % p["high"]
+                name = "%s/s, %s" % (what, mix)
+                figs.append(Figure(wl, name, impl, b[what], "rate", "higher",
+                                   (p["K"], p["P"], i, p["high"]), plot=(what, p["high"])))
+        elif wl == "named":
+            for f in base_figures(p["of"], b, impl, p):
+                figs.append(f.copy(workload=wl, name=f.name + ", named",
+                                   order=(p["of"], f.order, 1), plot=(p["of"], f.name)))
         elif wl == "coalesce":
             t = b.get("threads", 1)
             figs.append(Figure(wl, "adds/s P=%d" % t, impl, b["adds"], "rate", "higher", t))
@@ -119,11 +167,40 @@ def figures_from_results(benchmarks):
         elif wl == "idle":
             figs.append(Figure(wl, "CPU per second", impl, b["cpu_us_per_s"], "us_per_s", "lower", 0))
             figs.append(Figure(wl, "context switches/s", impl, b["switches_per_s"], "per_s", "lower", 1))
-    return figs
+    return with_baselines(figs)
+
+
+def base_figures(of, b, impl, p):
+    """The W1 or W2 figures of a named run, as the unnamed case names them."""
+    if of == "W1":
+        ns = b["real_time"] * UNIT_NS[b.get("time_unit", "ns")]
+        return [Figure("W1", "ns per cycle", impl, ns, "ns", "lower", 0)]
+    return [Figure("W2", "%s/s K=%d P=%d C=%d" % (what, p["K"], p["P"], p["C"]), impl,
+                   b[what], "rate", "higher", i) for i, what in enumerate(("adds", "gets"))]
+
+
+def with_baselines(figs):
+    """Link the priority mix and the named figures to their baselines, and
+    put the unnamed W1/W2 figures next to the named ones."""
+    by = {(f.workload, f.impl, f.plot if f.workload in ("prio", "named") else f.name): f
+          for f in figs}
+    out = list(figs)
+    for f in figs:
+        if f.workload == "prio" and f.plot[1] != 0:
+            f.base = by.get(("prio", f.impl, (f.plot[0], 0)))
+        elif f.workload == "named":
+            of, name = f.plot
+            plain = by.get((of, f.impl, name))
+            if plain is not None:
+                f.base = plain.copy(workload="named", name="%s %s, unnamed" % (of, name),
+                                    order=f.order[:2] + (0,), plot=None)
+                out.append(f.base)
+            f.name = "%s %s" % (of, f.name)
+    return out
 
 
 def load_external(path=EXTERNAL):
-    """The external reference rows, as Figures (W5 and W6 kept apart)."""
+    """The external reference rows, as Figures."""
     if not os.path.exists(path):
         return None, []
     with open(path) as f:
@@ -139,6 +216,13 @@ def load_external(path=EXTERNAL):
     figs.append(Figure("W3", "gets/s", name, fg["W3"]["gets_per_s"], "rate", "higher", 1))
     for i, q in enumerate(("p50", "p90", "p99")):
         figs.append(Figure("W4", q, name, fg["W4"][q + "_s"], "s", "lower", i, plot=q))
+    if "W5" in fg:
+        figs.append(Figure("W5", "add_after calls/s", name, fg["W5"]["calls_per_s"], "rate",
+                           "higher", 0))
+        figs.append(Figure("W5", "first call to last get", name, fg["W5"]["all_got_s"], "s",
+                           "lower", 1))
+    if "W6" in fg:
+        figs.append(Figure("W6", "ns per pair", name, fg["W6"]["ns_per_pair"], "ns", "lower", 0))
     return ext, figs
 
 
@@ -169,7 +253,7 @@ def fmt(v, unit):
 
 def ratio(fig, ref):
     """How many times better than ref (> 1 is better), or None."""
-    if ref is None or ref.value <= 0 or fig.value <= 0:
+    if ref is None or fig.better is None or ref.value <= 0 or fig.value <= 0:
         return None
     if fig.better == "higher":
         return fig.value / ref.value
@@ -195,7 +279,7 @@ def impl_order(impl):
 
 
 def table_rows(figs, workload):
-    """[(impl, figure, value, x mutex, x floor)] for one workload."""
+    """[(impl, figure, value, x mutex, x floor or x baseline)] for one workload."""
     mine = [f for f in figs if f.workload == workload]
     names = sorted({(f.order, f.name) for f in mine})
     rows = []
@@ -204,21 +288,26 @@ def table_rows(figs, workload):
         ref = next((f for f in group if f.impl == REFERENCE), None)
         floor = best([f for f in group if f.impl.startswith(FLOOR_PREFIX)])
         for f in group:
-            rm, rf = ratio(f, ref), ratio(f, floor)
+            rm, rf = ratio(f, ref), ratio(f, f.base if f.base is not None else floor)
             rows.append((f.impl, name, fmt(f.value, f.unit),
                          "" if rm is None else "%.2fx" % rm,
                          "" if rf is None else "%.2fx" % rf))
     return rows
 
 
-HEAD = ("implementation", "figure", "value", "x mutex", "x floor")
+def head(last):
+    return ("implementation", "figure", "value", "x mutex", last)
 
 
-def print_tables(figs, out=sys.stdout):
-    for key, title, what in WORKLOADS:
+def print_tables(figs, out=sys.stdout, mode=None):
+    if mode is not None and "full" not in mode:
+        print("mode: %s -- scaled-down work, figures not comparable with a full run"
+              % mode, file=out)
+    for key, title, what, last in WORKLOADS:
         rows = table_rows(figs, key)
         if not rows:
             continue
+        HEAD = head(last)
         w = [max(len(r[i]) for r in rows + [HEAD]) for i in range(5)]
         print("\n%s -- %s" % (title, what), file=out)
         line = "  ".join(h.ljust(w[i]) if i < 2 else h.rjust(w[i]) for i, h in enumerate(HEAD))
@@ -232,17 +321,19 @@ def print_tables(figs, out=sys.stdout):
             print("  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i])
                             for i, c in enumerate(r)).rstrip(), file=out)
     print("\nx mutex, x floor: times better than the mutex reference and than the "
-          "best floor at the same figure (> 1 is better).", file=out)
+          "best floor at the same figure (> 1 is better); x prio 0 and x unnamed: "
+          "than the same implementation with every add at priority 0, and on an "
+          "unnamed queue.", file=out)
 
 
 def markdown_tables(figs):
     out = []
-    for key, title, what in WORKLOADS:
+    for key, title, what, last in WORKLOADS:
         rows = table_rows(figs, key)
         if not rows:
             continue
         out.append("### %s\n\n%s.\n" % (title, what[0].upper() + what[1:]))
-        out.append("| " + " | ".join(HEAD) + " |")
+        out.append("| " + " | ".join(head(last)) + " |")
         out.append("|---|---|--:|--:|--:|")
         for r in rows:
             out.append("| " + " | ".join(r) + " |")
@@ -381,21 +472,12 @@ def markdown_page(result_path, data, figs, ext, plots):
             "out.", ""]
     for p in plots:
         out += ["![%s](%s)" % (os.path.basename(p), os.path.basename(p)), ""]
+    out += ["The priority mix and named-queue tables compare each figure with "
+            "the same implementation's baseline in the same run (**x prio 0**: "
+            "every add at priority 0; **x unnamed**: W1 and W2 on an unnamed "
+            "queue), not with a floor; below 1 is the cost of the priorities "
+            "or of the metrics a named queue keeps.", ""]
     out += ["## Tables", "", markdown_tables(figs)]
-    if ext is not None:
-        w5, w6 = ext["figures"].get("W5"), ext["figures"].get("W6")
-        out += ["### Not measured on kwq yet", "",
-                "W5 (delayed adds) and W6 (rate-limited cycle) need "
-                "`kwq_add_after` and `kwq_add_rate_limited`, which are not "
-                "implemented yet; the cases will be added with them. The "
-                "external reference for them:", "",
-                "| implementation | figure | value |", "|---|---|--:|"]
-        if w5:
-            out.append("| %s | W5 add_after calls/s | %s |" % (ext["name"], si(w5["calls_per_s"], "/s")))
-            out.append("| %s | W5 first call to last get | %.0f ms |" % (ext["name"], w5["all_got_s"] * 1e3))
-        if w6:
-            out.append("| %s | W6 ns per add_rate_limited + forget | %.0f ns |" % (ext["name"], w6["ns_per_pair"]))
-        out.append("")
     out += ["## Reproduce", "",
             "```sh",
             "git checkout %s" % ctx.get("kwq_commit", "?").replace("-dirty", ""),
@@ -428,7 +510,7 @@ def main():
         print("report.py: no results in %s" % a.result, file=sys.stderr)
         return 1
 
-    print_tables(figs)
+    print_tables(figs, mode=data.get("context", {}).get("kwq_mode"))
 
     plots = []
     if a.plots:
