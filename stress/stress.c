@@ -20,6 +20,15 @@
  *                  at most once per accepted add; nothing is left queued;
  *                  adds after shutdown are refused, never lost silently.
  *
+ * With --prio, adds carry random priorities 0..3 (so queued items are
+ * raised, which leaves stale copies in the sharded design's lanes), and
+ * each round adds a priority check: producers add concurrently to a fresh
+ * queue with no workers, then one thread drains it:
+ *
+ *   priority order handed-out priorities never increase, and each key is
+ *                  handed out once, with the highest priority asked for it;
+ *   exact length   kwq_len equals the number of distinct keys added.
+ *
  * Exit status 0 when every oracle held, 1 otherwise.  Under ThreadSanitizer
  * the run also checks that the queue's synchronization is visible.
  */
@@ -41,6 +50,7 @@ struct opts {
 	int producers;
 	int workers;
 	int keys;
+	bool prio;
 };
 
 struct key_state {
@@ -95,7 +105,14 @@ static void add_key(struct round *r, int k)
 	struct key_state *s = &r->ks[k];
 
 	long v = atomic_fetch_add_explicit(&s->version, 1, memory_order_relaxed) + 1;
-	int rc = kwq_add(r->q, &k, sizeof k);
+	int rc;
+	if (r->o->prio) {
+		struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+		o.priority = (int)((unsigned)v * 2654435761u >> 30); /* 0..3 */
+		rc = kwq_add_with(r->q, &k, sizeof k, &o);
+	} else {
+		rc = kwq_add(r->q, &k, sizeof k);
+	}
 	if (rc == 0) {
 		atomic_fetch_add_explicit(&s->accepted, 1, memory_order_relaxed);
 		long cur = atomic_load_explicit(&s->last_acc, memory_order_relaxed);
@@ -275,13 +292,102 @@ static long run_round(const struct opts *o, struct key_state *ks, double slice,
 	return v ? -v : total;
 }
 
+struct order_arg {
+	kwq_t *q;
+	int keys, adds;
+	unsigned long rng;
+	atomic_int *max_prio; /* per key: highest priority asked, -1 none */
+	atomic_long *violations;
+};
+
+static void *order_producer(void *arg)
+{
+	struct order_arg *a = arg;
+	for (int i = 0; i < a->adds; i++) {
+		unsigned long x = rng_next(&a->rng);
+		int k = (int)((x >> 8) % (unsigned long)a->keys);
+		int prio = (int)(x & 3);
+		struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+		o.priority = prio;
+		/* record before the add: the drain starts after every join */
+		int cur = atomic_load(&a->max_prio[k]);
+		while (cur < prio && !atomic_compare_exchange_weak(&a->max_prio[k], &cur, prio))
+			;
+		if (kwq_add_with(a->q, &k, sizeof k, &o) != 0)
+			atomic_fetch_add(a->violations, 1);
+	}
+	return NULL;
+}
+
+/* The priority-order round: see the header comment. */
+static long order_round(const struct opts *o, unsigned long seed)
+{
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = o->impl;
+	kwq_t *q = kwq_new(&cfg);
+	atomic_int *max_prio = malloc(sizeof *max_prio * (size_t)o->keys);
+	bool *seen = calloc((size_t)o->keys, sizeof *seen);
+	atomic_long violations;
+	atomic_init(&violations, 0);
+	for (int k = 0; k < o->keys; k++)
+		atomic_init(&max_prio[k], -1);
+
+	pthread_t t[16];
+	struct order_arg a[16];
+	int np = o->producers < 16 ? o->producers : 16;
+	for (int i = 0; i < np; i++) {
+		a[i] = (struct order_arg){ q, o->keys, 2 * o->keys, seed * 7919UL + (unsigned long)i + 1,
+					   max_prio, &violations };
+		pthread_create(&t[i], NULL, order_producer, &a[i]);
+	}
+	for (int i = 0; i < np; i++)
+		pthread_join(t[i], NULL);
+
+	long distinct = 0;
+	for (int k = 0; k < o->keys; k++)
+		distinct += atomic_load(&max_prio[k]) >= 0;
+	if ((long)kwq_len(q) != distinct) {
+		fprintf(stderr, "VIOLATION (%s): kwq_len %zu, %ld distinct keys queued\n",
+			o->row, kwq_len(q), distinct);
+		atomic_fetch_add(&violations, 1);
+	}
+	int last = 4;
+	kwq_item_t *it;
+	long got = 0;
+	while (kwq_try_get(q, &it) == 0) {
+		int k;
+		memcpy(&k, kwq_item_key(it, NULL), sizeof k);
+		int p = kwq_item_priority(it);
+		if (p > last || seen[k] || p != atomic_load(&max_prio[k])) {
+			if (atomic_fetch_add(&violations, 1) < 5)
+				fprintf(stderr, "VIOLATION (%s): key %d got with priority %d "
+					"(asked up to %d) after %d%s\n", o->row, k, p,
+					atomic_load(&max_prio[k]), last,
+					seen[k] ? ", handed out twice" : "");
+		}
+		seen[k] = true;
+		last = p;
+		got++;
+		kwq_done(q, it);
+	}
+	if (got != distinct) {
+		fprintf(stderr, "VIOLATION (%s): got %ld of %ld keys\n", o->row, got, distinct);
+		atomic_fetch_add(&violations, 1);
+	}
+	kwq_free(q);
+	free(max_prio);
+	free(seen);
+	long v = atomic_load(&violations);
+	return v ? -v : got;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = { .seconds = 5, .producers = 4, .workers = 4, .keys = 1024 };
 
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s mutex|sharded [--seconds S] [--producers P] "
-				"[--workers W] [--keys K]\n", argv[0]);
+				"[--workers W] [--keys K] [--prio]\n", argv[0]);
 		return 2;
 	}
 	o.row = argv[1];
@@ -293,7 +399,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "unknown row %s\n", o.row);
 		return 2;
 	}
-	for (int i = 2; i + 1 < argc; i += 2) {
+	for (int i = 2; i < argc; i += 2) {
+		if (strcmp(argv[i], "--prio") == 0) {
+			o.prio = true;
+			i--;
+			continue;
+		}
+		if (i + 1 >= argc) {
+			fprintf(stderr, "option %s needs a value\n", argv[i]);
+			return 2;
+		}
 		if (strcmp(argv[i], "--seconds") == 0)
 			o.seconds = atof(argv[i + 1]);
 		else if (strcmp(argv[i], "--producers") == 0)
@@ -321,6 +436,11 @@ int main(int argc, char **argv)
 			failed -= rc;
 		else
 			processed += rc;
+		if (o.prio) {
+			rc = order_round(&o, (unsigned long)rounds + 1);
+			if (rc < 0)
+				failed -= rc;
+		}
 		rounds++;
 	}
 	free(ks);

@@ -56,11 +56,14 @@ static int64_t now_ns(void)
 
 #define ADDS(q, s) kwq_add((q), (s), strlen(s))
 
-/* Get the head without blocking and check its key. */
+/*
+ * Get the head and check its key.  The item is expected to be queued (or
+ * being added by the timer thread: hence a bounded wait, not try_get).
+ */
 #define CHECK_GET(q, s, out)                                                    \
 	do {                                                                    \
 		kwq_item_t *it_ = NULL;                                          \
-		CHECK_EQ(kwq_try_get((q), &it_), 0);                              \
+		CHECK_EQ(kwq_get_timeout((q), &it_, 10000000000LL), 0);           \
 		size_t l_;                                                       \
 		const void *k_ = kwq_item_key(it_, &l_);                          \
 		CHECK_MEM(k_, l_, (s), strlen(s));                                \
@@ -1220,6 +1223,216 @@ static void t_rate_limited_default(void)
 	CHECK_EQ(errno, EINVAL);
 }
 
+/* -------------------------------------------------------- priorities */
+
+static int add_prio(kwq_t *q, const char *k, int prio)
+{
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+	o.priority = prio;
+	return kwq_add_with(q, k, strlen(k), &o);
+}
+
+#define CHECK_GET_PRIO(q, s, prio)                                              \
+	do {                                                                    \
+		kwq_item_t *gp_;                                                 \
+		CHECK_GET((q), (s), &gp_);                                       \
+		CHECK_EQ(kwq_item_priority(gp_), (prio));                         \
+		CHECK_EQ(kwq_done((q), gp_), 0);                                  \
+	} while (0)
+
+/* controller-runtime: highest priority first, FIFO within a priority */
+static void t_prio_order(void)
+{
+	kwq_t *q = new_queue();
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(add_prio(q, "b", 5), 0);
+	CHECK_EQ(add_prio(q, "c", 5), 0);
+	CHECK_EQ(add_prio(q, "d", 10), 0);
+	CHECK_EQ(add_prio(q, "e", -3), 0);
+	CHECK_EQ(add_prio(q, "f", 0), 0);
+	CHECK_EQ(kwq_len(q), 6);
+	CHECK_GET_PRIO(q, "d", 10);
+	CHECK_GET_PRIO(q, "b", 5);
+	CHECK_GET_PRIO(q, "c", 5);
+	CHECK_GET_PRIO(q, "a", 0);
+	CHECK_GET_PRIO(q, "f", 0);
+	CHECK_GET_PRIO(q, "e", -3);
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(kwq_item_priority(NULL), 0);
+	kwq_free(q);
+}
+
+/* a lower or equal priority changes nothing; a raise moves to the tail of
+ * the new priority */
+static void t_prio_raise_and_keep(void)
+{
+	kwq_t *q = new_queue();
+
+	CHECK_EQ(add_prio(q, "a", 5), 0);
+	CHECK_EQ(add_prio(q, "b", 3), 0);
+	CHECK_EQ(add_prio(q, "a", 2), 0); /* kept at 5 */
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET_PRIO(q, "a", 5);
+	CHECK_GET_PRIO(q, "b", 3);
+
+	CHECK_EQ(ADDS(q, "x"), 0);
+	CHECK_EQ(add_prio(q, "y", 1), 0);
+	CHECK_EQ(add_prio(q, "z", 1), 0);
+	CHECK_EQ(add_prio(q, "x", 1), 0); /* raised: behind y and z */
+	CHECK_EQ(add_prio(q, "y", 1), 0); /* equal: position kept */
+	CHECK_EQ(kwq_len(q), 3);
+	CHECK_GET_PRIO(q, "y", 1);
+	CHECK_GET_PRIO(q, "z", 1);
+	CHECK_GET_PRIO(q, "x", 1);
+	kwq_free(q);
+}
+
+/* held+dirty is re-queued with the highest priority asked since it was
+ * handed out; the priority it was handed out with does not carry over */
+static void t_prio_dirty_requeue(void)
+{
+	kwq_t *q = new_queue();
+	kwq_item_t *a;
+
+	CHECK_EQ(add_prio(q, "a", 5), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(kwq_item_priority(a), 5);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(add_prio(q, "b", 1), 0);
+	CHECK_EQ(kwq_done(q, a), 0); /* queued at 0, behind b */
+	CHECK_GET_PRIO(q, "b", 1);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(kwq_item_priority(a), 0);
+
+	CHECK_EQ(add_prio(q, "a", 3), 0);
+	CHECK_EQ(add_prio(q, "a", 1), 0);
+	CHECK_EQ(add_prio(q, "c", 2), 0);
+	CHECK_EQ(kwq_done(q, a), 0); /* queued at 3, ahead of c */
+	CHECK_GET_PRIO(q, "a", 3);
+	CHECK_GET_PRIO(q, "c", 2);
+	kwq_free(q);
+}
+
+/* bands: many priorities and keys, handed out in order */
+static void t_prio_bands(void)
+{
+	kwq_t *q = new_queue();
+	unsigned x = 12345;
+	int prio_of[300];
+
+	for (int i = 0; i < 300; i++) {
+		x = x * 1103515245u + 12345u;
+		prio_of[i] = (int)((x >> 16) % 7) - 2;
+		struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+		o.priority = prio_of[i];
+		CHECK_EQ(kwq_add_with(q, &i, sizeof i, &o), 0);
+	}
+	int last_prio = INT32_MAX, last_i = -1;
+	for (int n = 0; n < 300; n++) {
+		kwq_item_t *it;
+		int i;
+		CHECK_EQ(kwq_try_get(q, &it), 0);
+		memcpy(&i, kwq_item_key(it, NULL), sizeof i);
+		int p = kwq_item_priority(it);
+		CHECK_EQ(p, prio_of[i]);
+		CHECK_INT(p, <=, last_prio);
+		if (p == last_prio)
+			CHECK_INT(i, >, last_i); /* FIFO within a band */
+		last_prio = p;
+		last_i = i;
+		CHECK_EQ(kwq_done(q, it), 0);
+	}
+	kwq_free(q);
+}
+
+/* a ready item stays ready; a delayed add of a queued item may only raise
+ * its priority; a waiting item keeps the earlier time and the higher
+ * priority */
+static void t_prio_with_delays(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_on(c);
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	o.after_ns = 1000 * MS;
+	o.priority = 2;
+	CHECK_EQ(kwq_add_with(q, "b", 1, &o), 0); /* ready: raised, not delayed */
+	CHECK_EQ(kwq_len(q), 2);
+	CHECK_GET_PRIO(q, "b", 2);
+	CHECK_GET_PRIO(q, "a", 0);
+	kwq_clock_fake_step(c, 2000 * MS);
+	CHECK_NOTHING_MORE(q, c);
+
+	o.after_ns = 50 * MS;
+	o.priority = 3;
+	CHECK_EQ(kwq_add_with(q, "w", 1, &o), 0);
+	o.after_ns = 100 * MS;
+	o.priority = 7;
+	CHECK_EQ(kwq_add_with(q, "w", 1, &o), 0);
+	o.after_ns = 80 * MS;
+	o.priority = 1;
+	CHECK_EQ(kwq_add_with(q, "w", 1, &o), 0);
+	CHECK_EQ(ADDS(q, "z"), 0);
+	kwq_clock_fake_step(c, 50 * MS);
+	CHECK_EQ(wait_len(q, 2), 2);
+	CHECK_GET_PRIO(q, "w", 7);
+	CHECK_GET_PRIO(q, "z", 0);
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+
+	/* an immediate add with priority cancels the wait */
+	o.after_ns = 50 * MS;
+	o.priority = 0;
+	CHECK_EQ(kwq_add_with(q, "v", 1, &o), 0);
+	CHECK_EQ(add_prio(q, "v", 4), 0);
+	CHECK_GET_PRIO(q, "v", 4);
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* rate_limited: the limiter's wait, or the lower of it and after_ns */
+static void t_prio_rate_limited_opts(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = new_queue_limited(c, kwq_limiter_exponential(10 * MS, 1000 * MS));
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+
+	o.rate_limited = true;
+	o.after_ns = 30 * MS; /* limiter says 10 ms: wins */
+	CHECK_EQ(kwq_add_with(q, "a", 1, &o), 0);
+	o.after_ns = 5 * MS; /* limiter says 10 ms: after wins */
+	o.priority = 1;
+	CHECK_EQ(kwq_add_with(q, "b", 1, &o), 0);
+	o.after_ns = 0; /* limiter alone: 10 ms */
+	o.priority = 0;
+	CHECK_EQ(kwq_add_with(q, "c", 1, &o), 0);
+	CHECK_EQ(kwq_num_requeues(q, "a", 1), 1);
+	CHECK_EQ(kwq_num_requeues(q, "b", 1), 1);
+	kwq_clock_fake_step(c, 5 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_PRIO(q, "b", 1);
+	kwq_clock_fake_step(c, 5 * MS);
+	CHECK_EQ(wait_len(q, 2), 2);
+	CHECK_GET_PRIO(q, "a", 0);
+	CHECK_GET_PRIO(q, "c", 0);
+
+	CHECK_EQ(kwq_add_with(q, "a", 1, NULL), -EINVAL);
+	o.size = 0;
+	CHECK_EQ(kwq_add_with(q, "a", 1, &o), -EINVAL);
+	o = KWQ_ADD_OPTS_INIT;
+	CHECK_EQ(kwq_add_with(NULL, "a", 1, &o), -EINVAL);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_add_with(q, "a", 1, &o), -ESHUTDOWN);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
 /* ---------------------------------------------------------------- table */
 
 static const struct tap_case cases[] = {
@@ -1263,6 +1476,12 @@ static const struct tap_case cases[] = {
 	{ "delay_monotonic", t_delay_monotonic },
 	{ "rate_limited_queue", t_rate_limited_queue },
 	{ "rate_limited_default", t_rate_limited_default },
+	{ "prio_order", t_prio_order },
+	{ "prio_raise_and_keep", t_prio_raise_and_keep },
+	{ "prio_dirty_requeue", t_prio_dirty_requeue },
+	{ "prio_bands", t_prio_bands },
+	{ "prio_with_delays", t_prio_with_delays },
+	{ "prio_rate_limited_opts", t_prio_rate_limited_opts },
 };
 
 int main(int argc, char **argv)

@@ -306,6 +306,11 @@ static void release_overflow(struct kwq_ring *r, struct kwq_ring_seg *s, bool re
 
 int kwq__ring_put(struct kwq_ring *r, void *item)
 {
+	return kwq__ring_put_at(r, item, NULL, 0);
+}
+
+int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag)
+{
 	const uint64_t n = r->seg_slots;
 
 	for (;;) {
@@ -317,6 +322,11 @@ int kwq__ring_put(struct kwq_ring *r, void *item)
 
 		if (i < n) {
 			uintptr_t v = SLOT_EMPTY;
+			/* Before P1 publishes the slot: a consumer that takes it
+			 * reads this position or a later one. */
+			if (pos != NULL)
+				atomic_store_explicit(pos, tag | (s->base + i),
+						      memory_order_relaxed);
 			KWQ_YIELD();
 			/* P1: pairs with A1.  A2 on failure: pairs with P2. */
 			if (atomic_compare_exchange_strong_explicit(&s->slot[i], &v,
@@ -352,6 +362,12 @@ bool kwq__ring_pending(struct kwq_ring *r)
 
 void *kwq__ring_take(struct kwq_ring *r)
 {
+	uint64_t pos;
+	return kwq__ring_take_at(r, &pos);
+}
+
+void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
+{
 	const uint64_t n = r->seg_slots;
 
 	for (;;) {
@@ -381,6 +397,7 @@ void *kwq__ring_take(struct kwq_ring *r)
 			}
 			/* F2: pairs with A3. */
 			atomic_store_explicit(&s->slot[i], SLOT_FINAL, memory_order_release);
+			*pos = s->base + i;
 			return (void *)v;
 		}
 

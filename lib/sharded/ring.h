@@ -72,6 +72,18 @@ int kwq__ring_put(struct kwq_ring *r, void *item);
 void *kwq__ring_take(struct kwq_ring *r);
 
 /*
+ * Positions, for consumers that must tell a current copy of an item from
+ * a stale one (an item re-put elsewhere while a copy still waits here).
+ * Every put claims a distinct ring index, counted from 0 (below 2^48).
+ * put_at stores tag | index into *pos (relaxed) after claiming the slot and
+ * before publishing it (P1); take_at returns the index of the slot taken.
+ * A consumer that takes an item therefore reads, through the item, the
+ * position of this put or of a later one.
+ */
+int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag);
+void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos);
+
+/*
  * Whether take() may find an item: false means the ring was empty at the
  * moment of the last load.  seq_cst loads (the eventcount's re-check).
  */

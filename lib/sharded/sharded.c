@@ -1,6 +1,6 @@
 /*
  * sharded.c - the default design: sharded per-key state, one global
- * lock-free FIFO, parked consumers.
+ * lock-free FIFO per priority level, parked consumers.
  *
  * Design
  * ======
@@ -14,15 +14,17 @@
  *            so one lookup decides an add (dirty and processing of
  *            client-go are states of the one entry, as the Linux
  *            workqueue's PENDING bit and Tokio's RUNNING|NOTIFIED are).
- *   ring     the FIFO order across shards: one unbounded lock-free MPMC
- *            queue of entry pointers (ring.c).  Only QUEUED entries are in
- *            it, each at most once.
+ *   lanes    the FIFO order across shards: per priority level in use, one
+ *            unbounded lock-free MPMC queue of entry pointers (ring.c).
+ *            Lane 0 (priority 0) is built in; a queue that only ever sees
+ *            priority 0 never looks at another lane (s->lanes stays NULL).
+ *            Gets scan the lanes from the highest priority down.
  *   park     idle consumers (core/park.c): spin about a microsecond, then
  *            sleep on a futex; producers wake one only when somebody is
  *            parked and nobody spins, and a woken consumer that finds work
  *            wakes the next.
  *
- * Entry states (the state word; priority bits will join it later):
+ * Entry states (the state word):
  *
  *     ABSENT --add--> QUEUED --get--> HELD --done--> ABSENT
  *                                      |  ^
@@ -38,16 +40,34 @@
  *   amortized; the cache holds at most about twice the working set of
  *   recurring keys, and stays at a fixed size under unique keys.
  *
+ * Priorities and stale copies.  An entry is queued with qprio; a held+
+ * dirty one remembers dprio, the highest priority asked since its get, and
+ * done queues it with that.  A queued entry re-added with a higher priority
+ * moves to the tail of that lane (controller-runtime): the add puts a new
+ * copy there and leaves the old copy where it is, stale.  Each entry keeps
+ * pos, the lane tag and ring index of its current copy, which the put
+ * stores before it publishes the slot (P3: ring_put_at).  A get that takes
+ * a copy whose position is pos and wins the CAS QUEUED -> HELD has the
+ * entry; any other copy is stale and is dropped.  The fast path needs no
+ * lock; a mismatch is settled under the shard lock, where every put
+ * happens, so pos cannot be mid-change there.  Positions are unique (a
+ * ring index is never reused; the tag names the lane), so a stale copy is
+ * never mistaken for a current one, however often the key is re-queued.
+ * entry.stale counts its stale copies: a sweep never frees an entry a
+ * lane still points to; s->stale, their sum, is taken off kwq_len.
+ *
  * Who changes what:
- *   - add and done change state only under the shard lock;
- *   - get changes QUEUED -> HELD without the lock, by an exchange on the
- *     state word (an entry leaves the ring only once, so only one get
- *     makes that transition);
- *   - the ring is touched by add and done (put, under the shard lock) and
- *     by get (take, no lock).
+ *   - add and done change state, qprio, dprio, pos and stale only under
+ *     the shard lock;
+ *   - get changes QUEUED -> HELD with a CAS (H2) without the lock on its
+ *     fast path; of two copies of one entry only one CAS wins;
+ *   - the lanes are touched by add and done (put, under the shard lock)
+ *     and by get (take, no lock).
  *
  * Invariants (on a quiescent queue; "under lock" also while running):
- *   I1 an entry is in the ring iff its state is QUEUED, at most once;
+ *   I1 an entry has a current copy in a lane iff its state is QUEUED:
+ *      the copy at pos, in the lane of qprio; its other copies (stale
+ *      of them) are behind no guarantee and are dropped when taken;
  *   I2 an entry is in its shard's set from its first add until a sweep
  *      frees it, and a sweep frees only ABSENT entries (under lock): no
  *      pointer to a freed entry survives in the ring or in a handle;
@@ -56,34 +76,38 @@
  *   I4 never two handles of one key: a handle exists from the get that
  *      made the entry HELD to the done that left HELD, and there is one
  *      entry per key;
- *   I5 kwq_len = items in the ring (ring.c counts them).
+ *   I5 kwq_len = copies in the lanes (ring.c counts them) - s->stale.
  *
  * Linearization points:
  *   add    the shard lock's critical section (the state change, and the
  *          ring put, which happens inside it: so a shutdown, which closes
  *          each shard under its lock, sees every accepted add already in
  *          the ring); -ESHUTDOWN when the shard is closed.
- *   get    the ring take that returns the entry (its claim); -ETIMEDOUT
+ *   get    the CAS QUEUED -> HELD on the copy it took; -ETIMEDOUT
  *          and -ESHUTDOWN at the ring's last emptiness check (park.c
  *          re-checks after seeing the close, so a queued item is never
  *          left behind by an -ESHUTDOWN).
  *   done   its critical section under the shard lock.
- *   len    the ring's snapshot (exact when quiescent).
+ *   len    the lanes' snapshots less the stale count (exact when
+ *          quiescent).
  *   shutdown  the last shard closed; drain returns when the count of
  *          live entries counted at shutdown (plus nothing new: adds are
  *          refused) reaches zero, or when a plain shutdown happens.
  *
- * FIFO: one ring, entries appended in the order their adds (or the done
- * that re-queues them) linearize, taken in ring order.  A single thread's
- * add(a), add(b) puts a before b.
+ * FIFO within a priority: one lane, entries appended in the order their
+ * adds (or the done that re-queues them) linearize, taken in lane order.
+ * A single thread's add(a), add(b) puts a before b.  Across priorities a
+ * get takes from the highest lane it finds non-empty; an item added to a
+ * higher lane after the get looked there may be passed over by that get
+ * (the get linearizes before that add).
  *
  * Happens-before (API.md):
  *   - add(k) -> the get covering it: a first add puts the entry in the
  *     ring with a release (P1 in ring.c); the get's take acquires it.  A
  *     coalesced add on QUEUED does an acq_rel CAS QUEUED->QUEUED (H1), a
- *     release RMW that the getter's exchange (H2, acq_rel) reads or
+ *     release RMW that the getter's CAS (H2, acq_rel) reads or
  *     follows in the state word's modification order: a plain load would
- *     not synchronize with anything.  If the exchange came first, the CAS
+ *     not synchronize with anything.  If the get's CAS came first, the CAS
  *     fails, sees HELD and the add makes HELD|DIRTY under the lock, which
  *     the done takes; the done's re-queue (ring put) releases to the next
  *     get.  Adds on HELD or HELD|DIRTY are ordered before the done by the
@@ -94,8 +118,14 @@
  * Acquire/release pairs (labels appear at each access):
  *   L1 shard lock acquire (exchange, acquire) pairs with L2 (unlock,
  *      store release): everything under a shard lock.
- *   H1 add's CAS QUEUED->QUEUED (acq_rel) pairs with H2, get's exchange
+ *   H1 add's CAS QUEUED->QUEUED (acq_rel) pairs with H2, get's CAS
  *      QUEUED->HELD (acq_rel): coalesced add -> covering get.
+ *   P3 the put's relaxed store of pos is ordered before the slot's
+ *      publication (P1, seq_cst) and read after the take's A1: the taker
+ *      sees this put's position or a later one (a later one sends it to
+ *      the locked path).
+ *   R1 publishing a new lane set (release) pairs with A1 (its acquire
+ *      loads in lane_find, take, pending_cb, len): the lanes are built.
  *   D1 drain: remaining-- (acq_rel) pairs with D2 (drainer's load,
  *      acquire): the drainer sees the work done.
  *   The ring's (P1/A1, ...) and the park's (W1/W2, E1-E3/N1) are in
@@ -108,7 +138,13 @@
  *     state happen only on ABSENT or HELD* entries, which get never
  *     touches (I1);
  *   - q->shutdown is read with acquire by kwq_shutting_down and changed
- *     under shutdown_lock; shard.closed is a plain field under its lock.
+ *     under shutdown_lock; shard.closed is a plain field under its lock;
+ *   - qprio and pos are written under the lock and read by get without
+ *     it: pos is checked against the taken position (P3, and the lock on
+ *     a mismatch); qprio is read after the get's winning CAS, so it is
+ *     the value its put published (P1) or a raise's, either of which is a
+ *     priority the item was queued with;
+ *   - s->stale only feeds kwq_len's snapshot.
  *
  * Shard lock: a test-and-test-and-set spinlock on a C11 atomic with
  * exponential backoff and sched_yield after 32 rounds (lock-holder
@@ -201,7 +237,11 @@ enum {
  */
 struct entry {
 	_Atomic uint32_t state;
-	uint8_t aged;   /* ABSENT through a whole sweep interval (under lock) */
+	uint8_t aged;          /* ABSENT through a whole sweep interval (under lock) */
+	uint32_t stale;        /* stale copies of it in the lanes (under lock) */
+	_Atomic int32_t qprio; /* priority it is queued with (written under lock) */
+	int32_t dprio;         /* HELD|DIRTY: priority to re-queue with (under lock) */
+	_Atomic uint64_t pos;  /* lane tag | ring index of its current copy (P3) */
 };
 
 #define ITEM_OFFSET \
@@ -229,13 +269,38 @@ static_assert(alignof(struct shard) == 64, "shard must be cache-line aligned");
 static_assert(sizeof(struct shard) % 64 == 0, "shards must not share lines");
 static_assert(offsetof(struct shard, lock) == 0, "lock first on its line");
 
+/*
+ * A priority level's FIFO.  Lane 0 (priority 0) is built in; the others are
+ * made on first use and live until the queue is freed.  tag is OR'ed into
+ * the positions of the lane's copies: (index << 48), index 0 for lane 0.
+ */
+struct lane {
+	struct kwq_ring ring;
+	int prio;
+	uint64_t tag;
+};
+
+#define LANE_TAG_SHIFT 48
+#define LANES_MAX 65535u
+
+/* The lanes in use, highest priority first; replaced whole when a lane is
+ * added (readers never see a partial one), old sets kept until destroy. */
+struct lane_set {
+	struct lane_set *older;
+	unsigned n;
+	struct lane *v[];
+};
+
 struct sharded_queue {
 	struct kwq base;
 	struct shard *shards;
 	unsigned shard_shift;             /* index = hash >> shard_shift */
 	unsigned nshards;
 
-	struct kwq_ring ring;
+	struct lane lane0;
+	_Atomic(struct lane_set *) lanes; /* NULL while only priority 0 was used */
+	pthread_mutex_t lanes_lock;       /* adding a lane */
+	_Atomic int64_t stale;            /* stale copies in all lanes (len) */
 	struct kwq_park park;
 
 	alignas(64) pthread_mutex_t shutdown_lock;
@@ -368,14 +433,168 @@ static unsigned shard_count(unsigned requested, unsigned ncpu)
 	return p;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Lanes                                                                     */
+
+/* The lane for prio, or NULL if none was made yet.  A1: pairs with R1. */
+static struct lane *lane_find(struct sharded_queue *s, int prio)
+{
+	if (prio == 0)
+		return &s->lane0;
+	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire);
+	if (set == NULL)
+		return NULL;
+	for (unsigned i = 0; i < set->n; i++)
+		if (set->v[i]->prio == prio)
+			return set->v[i];
+	return NULL;
+}
+
+/* The lane for prio, made if needed.  NULL on ENOMEM (or LANES_MAX). */
+static struct lane *lane_get(struct sharded_queue *s, int prio)
+{
+	struct lane *l = lane_find(s, prio);
+	if (l != NULL)
+		return l;
+
+	pthread_mutex_lock(&s->lanes_lock);
+	l = lane_find(s, prio);
+	if (l != NULL)
+		goto out;
+	struct lane_set *old = atomic_load_explicit(&s->lanes, memory_order_relaxed);
+	unsigned n = old ? old->n : 1; /* lane 0 counts */
+	if (n >= LANES_MAX)
+		goto out;
+	struct lane_set *set = malloc(sizeof *set + (n + 1) * sizeof set->v[0]);
+	struct lane *nl = aligned_alloc(64, (sizeof *nl + 63) & ~(size_t)63);
+	if (set == NULL || nl == NULL || kwq__ring_init(&nl->ring, KWQ_RING_SEG_DEFAULT) != 0) {
+		free(set);
+		free(nl);
+		goto out;
+	}
+	nl->prio = prio;
+	nl->tag = (uint64_t)n << LANE_TAG_SHIFT;
+	/* highest priority first */
+	unsigned j = 0;
+	if (old == NULL) {
+		if (prio > 0)
+			set->v[j++] = nl;
+		set->v[j++] = &s->lane0;
+		if (prio < 0)
+			set->v[j++] = nl;
+	} else {
+		bool placed = false;
+		for (unsigned i = 0; i < old->n; i++) {
+			if (!placed && prio > old->v[i]->prio) {
+				set->v[j++] = nl;
+				placed = true;
+			}
+			set->v[j++] = old->v[i];
+		}
+		if (!placed)
+			set->v[j++] = nl;
+	}
+	set->n = j;
+	set->older = old;
+	/* R1: pairs with A1; the lane and the set are initialized. */
+	atomic_store_explicit(&s->lanes, set, memory_order_release);
+	l = nl;
+out:
+	pthread_mutex_unlock(&s->lanes_lock);
+	return l;
+}
+
+/*
+ * Put e at the tail of lane l (under e's shard lock): e becomes current
+ * there.  On failure nothing changed: the position of the previous copy is
+ * restored before the lock is released (P3 below).
+ */
+static int lane_put(struct lane *l, struct entry *e)
+{
+	uint64_t old = atomic_load_explicit(&e->pos, memory_order_relaxed);
+	if (kwq__ring_put_at(&l->ring, e, &e->pos, l->tag) != 0) {
+		atomic_store_explicit(&e->pos, old, memory_order_relaxed);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * A copy taken from a lane is current when its position is the entry's
+ * pos and the entry is QUEUED.  A stale copy (its entry was raised to a
+ * higher lane, or got through the other copy) is dropped.
+ *
+ * Fast path, no lock: pos matches (P3: the put stored it before publishing
+ * the slot, which the take acquired) and the CAS QUEUED -> HELD wins (H2).
+ * Otherwise decide under the shard lock, where every put happens, so pos
+ * and the state are settled: a copy that is the current one and QUEUED is
+ * taken; any other is stale and dropped (stale-- for the raise that left
+ * it, or for the copy that lost the CAS to another copy).
+ */
+static struct entry *take_lane(struct sharded_queue *s, struct lane *l)
+{
+	for (;;) {
+		uint64_t p;
+		struct entry *e = kwq__ring_take_at(&l->ring, &p);
+		if (e == NULL)
+			return NULL;
+		p |= l->tag;
+		uint32_t st = ST_QUEUED;
+		if (atomic_load_explicit(&e->pos, memory_order_relaxed) == p &&
+		    /* H2: pairs with H1. */
+		    atomic_compare_exchange_strong_explicit(&e->state, &st, ST_HELD,
+							    memory_order_acq_rel,
+							    memory_order_relaxed))
+			return e;
+
+		struct shard *sh = shard_of(s, item_of(e)->hash);
+		shard_lock(sh);
+		bool current = atomic_load_explicit(&e->pos, memory_order_relaxed) == p;
+		st = ST_QUEUED;
+		if (current &&
+		    /* H2 */
+		    atomic_compare_exchange_strong_explicit(&e->state, &st, ST_HELD,
+							    memory_order_acq_rel,
+							    memory_order_relaxed)) {
+			shard_unlock(sh);
+			return e;
+		}
+		assert(e->stale > 0);
+		e->stale--;
+		atomic_fetch_sub_explicit(&s->stale, 1, memory_order_relaxed);
+		shard_unlock(sh);
+	}
+}
+
+/* Take the current copy of the highest-priority queued entry: HELD. */
+static struct entry *take(struct sharded_queue *s)
+{
+	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire); /* A1 */
+	if (set == NULL)
+		return take_lane(s, &s->lane0);
+	for (unsigned i = 0; i < set->n; i++) {
+		struct entry *e = take_lane(s, set->v[i]);
+		if (e != NULL)
+			return e;
+	}
+	return NULL;
+}
+
 static void *take_cb(void *ctx)
 {
-	return kwq__ring_take(&((struct sharded_queue *)ctx)->ring);
+	return take((struct sharded_queue *)ctx);
 }
 
 static bool pending_cb(void *ctx)
 {
-	return kwq__ring_pending(&((struct sharded_queue *)ctx)->ring);
+	struct sharded_queue *s = ctx;
+	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire); /* A1 */
+	if (set == NULL)
+		return kwq__ring_pending(&s->lane0.ring);
+	for (unsigned i = 0; i < set->n; i++)
+		if (kwq__ring_pending(&set->v[i]->ring))
+			return true;
+	return false;
 }
 
 static void free_shards(struct sharded_queue *s, unsigned n)
@@ -424,10 +643,15 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 			goto free_s;
 		}
 	}
-	if (kwq__ring_init(&s->ring, KWQ_RING_SEG_DEFAULT) != 0) {
+	if (kwq__ring_init(&s->lane0.ring, KWQ_RING_SEG_DEFAULT) != 0) {
 		free_shards(s, n);
 		goto free_s;
 	}
+	s->lane0.prio = 0;
+	s->lane0.tag = 0;
+	atomic_init(&s->lanes, NULL);
+	pthread_mutex_init(&s->lanes_lock, NULL);
+	atomic_init(&s->stale, 0);
 	kwq__park_init(&s->park, ncpu);
 	pthread_mutex_init(&s->shutdown_lock, NULL);
 	atomic_init(&s->shutdown, false);
@@ -448,7 +672,22 @@ static void sharded_destroy(struct kwq *q)
 	struct sharded_queue *s = sq(q);
 
 	free_shards(s, s->nshards); /* I2: every entry is in a set */
-	kwq__ring_destroy(&s->ring);
+	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_relaxed);
+	if (set != NULL) {
+		for (unsigned i = 0; i < set->n; i++) {
+			if (set->v[i] != &s->lane0) {
+				kwq__ring_destroy(&set->v[i]->ring);
+				free(set->v[i]);
+			}
+		}
+	}
+	while (set != NULL) {
+		struct lane_set *older = set->older;
+		free(set);
+		set = older;
+	}
+	pthread_mutex_destroy(&s->lanes_lock);
+	kwq__ring_destroy(&s->lane0.ring);
 	kwq__park_destroy(&s->park);
 	pthread_mutex_destroy(&s->shutdown_lock);
 	free(s);
@@ -471,7 +710,8 @@ static void sweep(struct shard *sh)
 
 	while (ck_hs_next(&sh->set, &it, &obj)) {
 		struct entry *e = entry_of(obj);
-		if (atomic_load_explicit(&e->state, memory_order_relaxed) != ST_ABSENT)
+		if (atomic_load_explicit(&e->state, memory_order_relaxed) != ST_ABSENT ||
+		    e->stale != 0) /* a lane still points to it */
 			continue;
 		if (e->aged) {
 			ck_hs_remove(&sh->set, (unsigned long)item_of(e)->hash, item_of(e));
@@ -495,14 +735,16 @@ static void sweep(struct shard *sh)
 
 static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 {
-	(void)prio; /* priority lanes: not yet */
 	struct sharded_queue *s = sq(q);
 	struct shard *sh = shard_of(s, k->hash);
+	struct lane *lane = lane_get(s, prio);
 	struct kwq_item probe;
 	struct entry *e;
 	bool put = false;
 	int rc = 0;
 
+	if (lane == NULL)
+		return -ENOMEM;
 	kwq__item_probe(&probe, k);
 	shard_lock(sh);
 	if (sh->closed) {
@@ -517,12 +759,14 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 			goto out;
 		}
 		atomic_init(&e->state, ST_QUEUED);
+		atomic_init(&e->qprio, prio);
+		atomic_init(&e->pos, UINT64_MAX);
 		if (!ck_hs_put(&sh->set, (unsigned long)k->hash, item_of(e))) {
 			free(e);
 			rc = -ENOMEM;
 			goto out;
 		}
-		if (kwq__ring_put(&s->ring, e) != 0) {
+		if (lane_put(lane, e) != 0) {
 			ck_hs_remove(&sh->set, (unsigned long)k->hash, item_of(e));
 			free(e);
 			rc = -ENOMEM;
@@ -538,7 +782,8 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 	switch (st) {
 	case ST_ABSENT:
 		atomic_store_explicit(&e->state, ST_QUEUED, memory_order_relaxed);
-		if (kwq__ring_put(&s->ring, e) != 0) {
+		atomic_store_explicit(&e->qprio, prio, memory_order_relaxed);
+		if (lane_put(lane, e) != 0) {
 			atomic_store_explicit(&e->state, ST_ABSENT, memory_order_relaxed);
 			rc = -ENOMEM;
 			goto out;
@@ -553,14 +798,32 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 		/* H1: pairs with H2.  Fails only if a get took it meanwhile. */
 		if (atomic_compare_exchange_strong_explicit(&e->state, &st, ST_QUEUED,
 							    memory_order_acq_rel,
-							    memory_order_relaxed))
+							    memory_order_relaxed)) {
+			int32_t was = atomic_load_explicit(&e->qprio, memory_order_relaxed);
+			if (prio <= was)
+				break;
+			/* A raise: a new current copy at the tail of the higher
+			 * lane; the old copy is left stale (dropped when taken). */
+			atomic_store_explicit(&e->qprio, prio, memory_order_relaxed);
+			if (lane_put(lane, e) != 0) {
+				atomic_store_explicit(&e->qprio, was, memory_order_relaxed);
+				rc = -ENOMEM;
+				goto out;
+			}
+			e->stale++;
+			atomic_fetch_add_explicit(&s->stale, 1, memory_order_relaxed);
+			put = true;
 			break;
+		}
 		assert(st == ST_HELD);
 		/* fall through: the get made it HELD */
 	case ST_HELD:
 		atomic_store_explicit(&e->state, ST_HELD_DIRTY, memory_order_relaxed);
+		e->dprio = prio;
 		break;
-	default: /* HELD|DIRTY: nothing to do; the lock orders us before done */
+	default: /* HELD|DIRTY: the lock orders us before done */
+		if (prio > e->dprio)
+			e->dprio = prio;
 		break;
 	}
 out:
@@ -573,7 +836,7 @@ out:
 static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 {
 	struct sharded_queue *s = sq(q);
-	struct entry *e = kwq__ring_take(&s->ring);
+	struct entry *e = take(s);
 
 	if (e == NULL) {
 		const struct kwq_park_source src = {
@@ -587,11 +850,8 @@ static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 			return rc;
 		e = out;
 	}
-	/* H2: pairs with H1. */
-	uint32_t old = atomic_exchange_explicit(&e->state, ST_HELD, memory_order_acq_rel);
-	assert(old == ST_QUEUED);
-	(void)old;
-	item_of(e)->priority = 0;
+	/* e is HELD (take's H2); qprio was written before the put (P1). */
+	item_of(e)->priority = atomic_load_explicit(&e->qprio, memory_order_relaxed);
 	*item = item_of(e);
 	return 0;
 }
@@ -619,8 +879,10 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 		if (sh->cached >= sh->sweep_at)
 			sweep(sh);
 	} else if (st == ST_HELD_DIRTY) {
+		struct lane *lane = lane_get(s, e->dprio);
 		atomic_store_explicit(&e->state, ST_QUEUED, memory_order_relaxed);
-		if (kwq__ring_put(&s->ring, e) != 0) {
+		atomic_store_explicit(&e->qprio, e->dprio, memory_order_relaxed);
+		if (lane == NULL || lane_put(lane, e) != 0) {
 			atomic_store_explicit(&e->state, ST_HELD_DIRTY, memory_order_relaxed);
 			rc = -ENOMEM;
 		} else {
@@ -664,9 +926,20 @@ static int sharded_state(struct kwq *q, const struct kwq_key *k)
 	}
 }
 
+/* Copies in the lanes less the stale ones: exact when quiescent. */
 static size_t sharded_len(struct kwq *q)
 {
-	return kwq__ring_len(&sq(q)->ring);
+	struct sharded_queue *s = sq(q);
+	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire); /* A1 */
+	int64_t n = 0;
+
+	if (set == NULL)
+		n = (int64_t)kwq__ring_len(&s->lane0.ring);
+	else
+		for (unsigned i = 0; i < set->n; i++)
+			n += (int64_t)kwq__ring_len(&set->v[i]->ring);
+	n -= atomic_load_explicit(&s->stale, memory_order_relaxed);
+	return n > 0 ? (size_t)n : 0;
 }
 
 static void sharded_shutdown(struct kwq *q, bool drain)
