@@ -395,9 +395,10 @@ void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
 									    memory_order_acquire))
 					continue;
 			}
+			/* Read before F2: after it the segment may be recycled. */
+			*pos = s->base + i;
 			/* F2: pairs with A3. */
 			atomic_store_explicit(&s->slot[i], SLOT_FINAL, memory_order_release);
-			*pos = s->base + i;
 			return (void *)v;
 		}
 
