@@ -1,10 +1,11 @@
 /*
  * key.c - key hashing and interning.
  *
- * The hash is a 64-bit multiply-fold over 16-byte blocks (the shape of
- * wyhash): one 64x64->128 multiply per block, each half folded into the
- * other, then a murmur3 finalizer.  It is seeded per queue so that keys an
- * attacker chooses cannot be aimed at one hash chain or one shard.
+ * The hash is a 64-bit multiply-fold (the shape of wyhash): one 64x64->128
+ * multiply per 16-byte block, each half folded into the other, and two
+ * more to finish.  It is seeded per queue so that keys an attacker chooses
+ * cannot be aimed at one hash chain or one shard.  Shards take the top
+ * bits of the hash and ck_hs the low ones: both halves are mixed.
  */
 #include "key.h"
 
@@ -35,7 +36,7 @@ static inline uint64_t load64(const unsigned char *p)
 	return v;
 }
 
-static inline uint64_t fmix64(uint64_t h)
+static uint64_t fmix64(uint64_t h)
 {
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdULL;
@@ -45,28 +46,47 @@ static inline uint64_t fmix64(uint64_t h)
 	return h;
 }
 
+static inline uint64_t load32(const unsigned char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+/*
+ * Short keys (the common case: object names) take no loop and no
+ * variable-length copy: overlapping fixed-size loads cover every byte, as
+ * in wyhash.  Two multiply-folds mix the result; the length is mixed in
+ * so that keys differing only by trailing NUL bytes differ.
+ */
 uint64_t kwq__hash(const void *key, size_t len, uint64_t seed)
 {
 	const unsigned char *p = key;
-	uint64_t h = seed ^ mulfold(seed ^ P0, (uint64_t)len ^ P1);
-	size_t n = len;
+	uint64_t a, b;
 
-	while (n >= 16) {
-		h = mulfold(load64(p) ^ P1 ^ h, load64(p + 8) ^ P2);
-		p += 16;
-		n -= 16;
+	seed ^= P0;
+	if (len <= 16) {
+		if (len >= 4) {
+			size_t m = (len >> 3) << 2; /* 0 for 4..7, 4 for 8..16 */
+			a = load32(p) << 32 | load32(p + m);
+			b = load32(p + len - 4) << 32 | load32(p + len - 4 - m);
+		} else if (len > 0) {
+			a = (uint64_t)p[0] << 16 | (uint64_t)p[len >> 1] << 8 | p[len - 1];
+			b = 0;
+		} else {
+			a = b = 0;
+		}
+	} else {
+		size_t n = len;
+		while (n > 16) {
+			seed = mulfold(load64(p) ^ P1, load64(p + 8) ^ seed);
+			p += 16;
+			n -= 16;
+		}
+		a = load64(p + n - 16);
+		b = load64(p + n - 8);
 	}
-	if (n >= 8) {
-		h = mulfold(load64(p) ^ P1 ^ h, P3);
-		p += 8;
-		n -= 8;
-	}
-	if (n > 0) {
-		uint64_t t = 0;
-		memcpy(&t, p, n);
-		h = mulfold(t ^ P2 ^ h, P3 ^ n);
-	}
-	return fmix64(h ^ len);
+	return mulfold(P1 ^ (uint64_t)len, mulfold(a ^ P1, b ^ seed) ^ P3);
 }
 
 uint64_t kwq__random_seed(void)
