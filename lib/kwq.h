@@ -15,9 +15,9 @@
  * Conventions
  * -----------
  * Fallible calls return 0 or a negative errno (-EINVAL, -ENOMEM, -ESHUTDOWN,
- * -EAGAIN, -ETIMEDOUT, -ENOTSUP); kwq_strerror() names them.  Constructors
- * return a pointer, or NULL with errno set.  Destructors accept NULL.  Times
- * and durations are int64_t nanoseconds.
+ * -EAGAIN, -ETIMEDOUT, -ENOTSUP, -EOVERFLOW); kwq_strerror() names them.
+ * Constructors return a pointer, or NULL with errno set.  Destructors accept
+ * NULL.  Times and durations are int64_t nanoseconds.
  *
  * A key is a byte string (key, len) with 0 <= len <= KWQ_KEY_MAX; key may be
  * NULL only when len == 0.  Two keys are the same item when their bytes are
@@ -71,6 +71,9 @@
  *   kwq_limiter_forget        any           no (short internal lock)
  *   kwq_limiter_num_requeues  any           no (short internal lock)
  *   kwq_limiter_free          excl          no
+ *   kwq_metrics_read          any           no (walks the held items under
+ *                                           the queue's internal locks)
+ *   kwq_metrics_prometheus    any           no (as kwq_metrics_read)
  *   kwq_clock_now             any           no
  *   kwq_clock_fake_new        any           no
  *   kwq_clock_fake_step       any           no
@@ -547,6 +550,106 @@ struct kwq_limiter_ops {
  */
 KWQ_API kwq_limiter_t *kwq_limiter_custom(const struct kwq_limiter_ops *ops,
 					  void *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Metrics (client-go's seven workqueue metrics)                             */
+
+/*
+ * A named queue (kwq_config.name) keeps client-go's workqueue metrics; an
+ * unnamed one keeps none and pays nothing for them.  There is no ticker
+ * thread: the two gauges over held items are computed when read.  Every
+ * time is read from the queue's clock.
+ *
+ *   depth             +1 per counted add, -1 per get: counts queued and
+ *                     held+dirty items, so it can exceed kwq_len().  An add
+ *                     is counted when the item is not already dirty: absent
+ *                     -> queued, or the first re-add of a held item.  A
+ *                     delayed add is counted when it fires.
+ *   adds_total        counted adds.
+ *   retries_total     accepted calls (returning 0) of kwq_add_after(),
+ *                     whatever the delay, of kwq_add_rate_limited(), and of
+ *                     kwq_add_with() with after_ns > 0 or rate_limited.
+ *   queue_duration    per get: from the item's counted add to the get.
+ *   work_duration     per done: from the get to kwq_done().
+ *   unfinished_work_seconds
+ *                     at the read: the sum over held items of the time since
+ *                     their get.
+ *   longest_running_processor_seconds
+ *                     at the read: the largest of those.
+ *
+ * Histogram buckets are cumulative, as in Prometheus: le[i] counts the
+ * observations <= 10^(i+1) ns (1e-8 s, 1e-7 s, ... 1e1 s); count is the
+ * +Inf bucket; sum_seconds is the sum of the observations.
+ *
+ * A read concurrent with other calls is a snapshot whose counters may be a
+ * few operations apart; exact when no call is in flight.
+ */
+#define KWQ_HIST_BUCKETS 10 /* upper bounds 1e-8 s, 1e-7 s, ... 1e1 s */
+
+struct kwq_histogram {
+	uint64_t count;
+	double sum_seconds;
+	uint64_t le[KWQ_HIST_BUCKETS];
+};
+
+struct kwq_metrics {
+	size_t size;                         /* set by the caller (sizeof) */
+	int64_t depth;                       /* workqueue_depth */
+	uint64_t adds_total;                 /* workqueue_adds_total */
+	uint64_t retries_total;              /* workqueue_retries_total */
+	struct kwq_histogram queue_duration; /* workqueue_queue_duration_seconds */
+	struct kwq_histogram work_duration;  /* workqueue_work_duration_seconds */
+	double unfinished_work_seconds;      /* workqueue_unfinished_work_seconds */
+	/* workqueue_longest_running_processor_seconds */
+	double longest_running_processor_seconds;
+};
+
+/*
+ * kwq_metrics_read - read the queue's metrics into *m.
+ *
+ * The caller sets m->size (sizeof(struct kwq_metrics)); every field that
+ * lies wholly within m->size bytes is written, the rest of *m (fields past
+ * it, and m->size itself) is left untouched, so a caller built against an
+ * older or newer header gets the fields both know.  An unnamed queue reads
+ * all zeros.  Thread-safe; does not block beyond the queue's internal
+ * locks, taken while the held items are walked.
+ *
+ * Returns 0, or -EINVAL (q or m NULL, m->size smaller than
+ * offsetof(struct kwq_metrics, depth)).
+ */
+KWQ_API int kwq_metrics_read(kwq_t *q, struct kwq_metrics *m);
+
+/*
+ * kwq_metrics_prometheus - the queue's metrics in the Prometheus text
+ * exposition format (version 0.0.4), as client-go registers them.
+ *
+ * One family per metric, in name order, each with client-go's # HELP and
+ * # TYPE lines and one sample labelled {name="<queue name>"} (backslash,
+ * double quote and newline in the name escaped as \\, \" and \n):
+ *
+ *   workqueue_adds_total, workqueue_depth,
+ *   workqueue_longest_running_processor_seconds,
+ *   workqueue_queue_duration_seconds (histogram: _bucket with le="1e-08",
+ *   "1e-07", "1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1", "1", "10",
+ *   "+Inf", then _sum and _count), workqueue_retries_total,
+ *   workqueue_unfinished_work_seconds,
+ *   workqueue_work_duration_seconds (histogram, the same buckets).
+ *
+ * Counts are written as integers, seconds as Go's Prometheus client writes
+ * a float (shortest round-trip digits: 7.5e-05, 0.001, 2.5).  Each line
+ * ends in '\n'.  The text does not depend on the locale.
+ *
+ * As snprintf: writes at most cap bytes including a terminating NUL (when
+ * cap > 0; buf may be NULL when cap is 0) and returns the length of the
+ * whole text, excluding the NUL, whatever cap is: a return >= cap means the
+ * text was cut, and the caller retries with a buffer of return + 1 bytes.
+ * An unnamed queue writes nothing (an empty string when cap > 0) and
+ * returns 0.  Thread-safe; blocks as kwq_metrics_read().
+ *
+ * Returns the length, or -EINVAL (q NULL, buf NULL with cap > 0),
+ * -EOVERFLOW (the text would be longer than INT_MAX bytes).
+ */
+KWQ_API int kwq_metrics_prometheus(kwq_t *q, char *buf, size_t cap);
 
 /* ------------------------------------------------------------------------ */
 /* Clocks                                                                    */

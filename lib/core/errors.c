@@ -22,6 +22,8 @@ const char *kwq_strerror(int err)
 		return "timed out";
 	case ENOTSUP:
 		return "not supported";
+	case EOVERFLOW:
+		return "value too large";
 	default:
 		return "unknown error";
 	}

@@ -25,6 +25,7 @@
 struct kwq_ops;
 struct kwq_delay;
 struct kwq_metrics;
+struct kwq__retry_stripe;
 
 /* An item's state as kwq_ops.state reports it. */
 enum kwq__state {
@@ -41,6 +42,8 @@ struct kwq {
 	kwq_clock_t *clock;     /* borrowed; NULL = monotonic */
 	char *name;             /* owned copy, or NULL */
 	kwq_limiter_t *limiter; /* owned: kwq_add_rate_limited and friends */
+	struct kwq__retry_stripe *retries; /* owned, named queues only: the
+	                                      retries_total metric */
 
 	/* Delayed adds (lib/delay): started on first use under delay_lock,
 	 * then read lock-free.  The core initializes these after create. */
@@ -94,6 +97,11 @@ struct kwq_ops {
 	 * and compute unfinished_work_seconds and
 	 * longest_running_processor_seconds over the held items at `now`
 	 * (the queue clock's time).  The core fills retries_total.
+	 * Such an implementation allocates its struct kwq__metrics_block
+	 * (lib/metrics/metrics.h) in create when base->name != NULL and
+	 * calls the hooks there where their definitions say.  NULL: the
+	 * implementation keeps no metrics, and the public calls return
+	 * -ENOTSUP for a named queue.
 	 */
 	void (*metrics)(struct kwq *q, struct kwq_metrics *m, int64_t now);
 

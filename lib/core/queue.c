@@ -8,10 +8,12 @@
  * only valid input.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../delay/delay.h"
+#include "../metrics/metrics.h"
 #include "../ratelimit/limiter.h"
 #include "clock.h"
 #include "kwq.h"
@@ -78,7 +80,8 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 	}
 	if (c.name != NULL) {
 		base.name = strdup(c.name);
-		if (base.name == NULL)
+		base.retries = kwq__retries_new();
+		if (base.name == NULL || base.retries == NULL)
 			goto fail;
 	}
 	kwq_t *q = base.ops->create(&base, &c);
@@ -93,6 +96,7 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 
 fail:
 	kwq_limiter_free(base.limiter);
+	kwq__retries_free(base.retries);
 	free(base.name);
 	errno = err;
 	return NULL;
@@ -104,12 +108,14 @@ void kwq_free(kwq_t *q)
 		return;
 	char *name = q->name;
 	kwq_limiter_t *limiter = q->limiter;
+	struct kwq__retry_stripe *retries = q->retries;
 	/* The timer thread adds through ops: stop it before the queue goes. */
 	kwq__delay_free(q);
 	pthread_mutex_destroy(&q->delay_lock);
 	q->ops->shutdown(q, false);
 	q->ops->destroy(q);
 	kwq_limiter_free(limiter);
+	kwq__retries_free(retries);
 	free(name);
 }
 
@@ -151,13 +157,22 @@ static int add_delayed(kwq_t *q, const struct kwq_key *k, int64_t delay_ns, int 
 	return kwq__delay_add(q, k, ready, prio);
 }
 
+/* An accepted retry of a named queue (client-go counts it in AddAfter);
+ * an unnamed queue pays the test of q->name. */
+static int count_retry(kwq_t *q, const struct kwq_key *k, int rc)
+{
+	if (rc == 0 && q->name != NULL)
+		kwq__retries_inc(q->retries, k->hash);
+	return rc;
+}
+
 int kwq_add_after(kwq_t *q, const void *key, size_t len, int64_t delay_ns)
 {
 	struct kwq_key k;
 	int rc = key_check(q, key, len, &k);
 	if (rc != 0)
 		return rc;
-	return add_delayed(q, &k, delay_ns, 0);
+	return count_retry(q, &k, add_delayed(q, &k, delay_ns, 0));
 }
 
 int kwq_add_rate_limited(kwq_t *q, const void *key, size_t len)
@@ -170,7 +185,7 @@ int kwq_add_rate_limited(kwq_t *q, const void *key, size_t len)
 	int64_t wait = kwq_limiter_when(q->limiter, key, len);
 	if (wait < 0)
 		return (int)wait;
-	return add_delayed(q, &k, wait, 0);
+	return count_retry(q, &k, add_delayed(q, &k, wait, 0));
 }
 
 int kwq_add_with(kwq_t *q, const void *key, size_t len, const struct kwq_add_opts *opts)
@@ -191,7 +206,10 @@ int kwq_add_with(kwq_t *q, const void *key, size_t len, const struct kwq_add_opt
 		if (wait == 0 || w < wait)
 			wait = w;
 	}
-	return add_delayed(q, &k, wait, opts->priority);
+	rc = add_delayed(q, &k, wait, opts->priority);
+	if (opts->after_ns > 0 || opts->rate_limited)
+		count_retry(q, &k, rc);
+	return rc;
 }
 
 int kwq_forget(kwq_t *q, const void *key, size_t len)
@@ -280,4 +298,70 @@ void kwq_shutdown_drain(kwq_t *q)
 bool kwq_shutting_down(kwq_t *q)
 {
 	return q != NULL && q->ops->shutting_down(q);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Metrics                                                                   */
+
+/* Every field after size, as kwq_metrics_read copies them. */
+static const struct {
+	size_t offset, size;
+} metrics_fields[] = {
+#define FIELD(f) { offsetof(struct kwq_metrics, f), sizeof(((struct kwq_metrics *)0)->f) }
+	FIELD(depth),
+	FIELD(adds_total),
+	FIELD(retries_total),
+	FIELD(queue_duration),
+	FIELD(work_duration),
+	FIELD(unfinished_work_seconds),
+	FIELD(longest_running_processor_seconds),
+#undef FIELD
+};
+
+/* The whole struct for a named queue, zeros for an unnamed one. */
+static int metrics_now(kwq_t *q, struct kwq_metrics *m)
+{
+	*m = (struct kwq_metrics){ .size = sizeof *m };
+	if (q->name == NULL)
+		return 0;
+	/* An implementation that keeps no metrics says so rather than
+	 * reading as an idle queue. */
+	if (q->ops->metrics == NULL)
+		return -ENOTSUP;
+	q->ops->metrics(q, m, kwq_clock_now(q->clock));
+	m->retries_total = kwq__retries_sum(q->retries);
+	return 0;
+}
+
+int kwq_metrics_read(kwq_t *q, struct kwq_metrics *m)
+{
+	if (q == NULL || m == NULL || m->size < offsetof(struct kwq_metrics, depth))
+		return -EINVAL;
+	struct kwq_metrics all;
+	int rc = metrics_now(q, &all);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; i < sizeof metrics_fields / sizeof metrics_fields[0]; i++) {
+		size_t off = metrics_fields[i].offset, n = metrics_fields[i].size;
+		if (off + n <= m->size)
+			memcpy((char *)m + off, (const char *)&all + off, n);
+	}
+	return 0;
+}
+
+int kwq_metrics_prometheus(kwq_t *q, char *buf, size_t cap)
+{
+	if (q == NULL || (buf == NULL && cap > 0))
+		return -EINVAL;
+	if (q->name == NULL) {
+		if (cap > 0)
+			buf[0] = '\0';
+		return 0;
+	}
+	struct kwq_metrics m;
+	int rc = metrics_now(q, &m);
+	if (rc != 0)
+		return rc;
+	size_t n = kwq__metrics_prometheus_write(&m, q->name, buf, cap);
+	return n > INT_MAX ? -EOVERFLOW : (int)n;
 }

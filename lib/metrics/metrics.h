@@ -1,0 +1,162 @@
+/*
+ * metrics.h - client-go's workqueue metrics for named queues: counters and
+ * histograms an implementation updates, summed when they are read.
+ *
+ * Definitions (client-go queue.go and metrics.go):
+ *
+ *   counted add   an add of an item that is not dirty: absent -> queued, or
+ *                 the first re-add of a held item (held -> held+dirty);
+ *                 depth +1, adds +1, and the entry records the time (the
+ *                 start of its queue duration)
+ *   get           depth -1; queue duration = now - time of the counted add;
+ *                 the entry records the time of the get
+ *   done          work duration = now - time of the get
+ *   read          unfinished = the sum over held items of now - get time,
+ *                 longest = the largest of them (no ticker thread)
+ *
+ * All times come from the queue's clock (kwq_clock_now(q->clock)).
+ *
+ * Concurrency: a kwq__metrics_block is updated only with relaxed atomic
+ * read-modify-writes, so hooks may run on one block from many threads
+ * without a lock, and kwq__metrics_sum() may run concurrently with them.
+ * Nothing is ordered by these atomics: a read concurrent with adds and gets
+ * is a snapshot whose parts may be a few operations apart (depth may even
+ * read one below the truth for an instant when a get's block is summed
+ * after the add's).  Exact when no call is in flight.  An implementation
+ * that wants no shared hot line gives each shard (or thread) its own block
+ * and passes them all to kwq__metrics_sum().
+ *
+ * A histogram keeps no count: count is the sum of its buckets (the last one
+ * holds observations above 10 s), so a reader can never see a cumulative
+ * bucket above the count, or the +Inf bucket differ from it.
+ */
+#ifndef KWQ_METRICS_METRICS_H
+#define KWQ_METRICS_METRICS_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kwq.h"
+
+/* Bucket i holds durations in (10^i ns, 10^(i+1) ns]; bucket 0 from 0. */
+#define KWQ__HIST_SLOTS (KWQ_HIST_BUCKETS + 1) /* the last: above 10 s */
+
+struct kwq__hist_block {
+	_Atomic uint64_t sum_ns;
+	_Atomic uint64_t slot[KWQ__HIST_SLOTS]; /* non-cumulative */
+};
+
+struct kwq__metrics_block {
+	alignas(64) _Atomic int64_t depth;
+	_Atomic uint64_t adds;
+	struct kwq__hist_block queue; /* queue duration */
+	struct kwq__hist_block work;  /* work duration */
+};
+
+/*
+ * kwq__metrics_bucket - the slot of a duration: the first bucket whose
+ * upper bound (1e-8 s ... 1e1 s) is >= d, or KWQ_HIST_BUCKETS above 10 s.
+ * A negative d (clock reads racing) counts as 0.
+ */
+static inline unsigned kwq__metrics_bucket(int64_t d)
+{
+	int64_t bound = 10;
+	unsigned i = 0;
+	while (i < KWQ_HIST_BUCKETS && d > bound) {
+		bound *= 10;
+		i++;
+	}
+	return i;
+}
+
+static inline void kwq__hist_observe(struct kwq__hist_block *h, int64_t d)
+{
+	if (d < 0)
+		d = 0;
+	atomic_fetch_add_explicit(&h->slot[kwq__metrics_bucket(d)], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)d, memory_order_relaxed);
+}
+
+/* A counted add (see above).  The caller records the time in the entry. */
+static inline void kwq__metrics_on_add(struct kwq__metrics_block *b)
+{
+	atomic_fetch_add_explicit(&b->depth, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&b->adds, 1, memory_order_relaxed);
+}
+
+/* A get: queued_ns = now - the entry's counted-add time. */
+static inline void kwq__metrics_on_get(struct kwq__metrics_block *b, int64_t queued_ns)
+{
+	atomic_fetch_sub_explicit(&b->depth, 1, memory_order_relaxed);
+	kwq__hist_observe(&b->queue, queued_ns);
+}
+
+/* A done: work_ns = now - the entry's get time. */
+static inline void kwq__metrics_on_done(struct kwq__metrics_block *b, int64_t work_ns)
+{
+	kwq__hist_observe(&b->work, work_ns);
+}
+
+/*
+ * kwq__metrics_held - account one held item, got at get_ns, in the
+ * unfinished and longest-running gauges of *m at the time now (as
+ * client-go's updateUnfinishedWork: seconds summed per item).  A get time
+ * after now (now was read before the get) counts as 0.
+ */
+static inline void kwq__metrics_held(struct kwq_metrics *m, int64_t now, int64_t get_ns)
+{
+	double age = now > get_ns ? (double)(now - get_ns) / 1e9 : 0.0;
+	m->unfinished_work_seconds += age;
+	if (age > m->longest_running_processor_seconds)
+		m->longest_running_processor_seconds = age;
+}
+
+/*
+ * n zeroed blocks, each on its own cache lines; NULL with errno ENOMEM.
+ * Free with kwq__metrics_blocks_free().
+ */
+struct kwq__metrics_block *kwq__metrics_blocks_new(size_t n);
+void kwq__metrics_blocks_free(struct kwq__metrics_block *blocks);
+
+/*
+ * kwq__metrics_sum - add n blocks into *out: depth, adds_total and both
+ * histograms (le cumulative, count = the sum of the buckets, sum_seconds
+ * from the blocks' nanoseconds summed first).  Leaves the other fields.
+ * Safe concurrently with the hooks (see above).
+ */
+void kwq__metrics_sum(const struct kwq__metrics_block *blocks, size_t n,
+		      struct kwq_metrics *out);
+
+/*
+ * The core's retries counter: striped so that threads retrying different
+ * keys do not share a line.  Allocated for named queues only.
+ */
+#define KWQ__RETRY_STRIPES 8
+
+struct kwq__retry_stripe {
+	alignas(64) _Atomic uint64_t n;
+};
+
+struct kwq__retry_stripe *kwq__retries_new(void);
+void kwq__retries_free(struct kwq__retry_stripe *r);
+
+static inline void kwq__retries_inc(struct kwq__retry_stripe *r, uint64_t hash)
+{
+	atomic_fetch_add_explicit(&r[hash & (KWQ__RETRY_STRIPES - 1)].n, 1,
+				  memory_order_relaxed);
+}
+
+uint64_t kwq__retries_sum(const struct kwq__retry_stripe *r);
+
+/*
+ * kwq__metrics_prometheus_write - write *m as the Prometheus text
+ * exposition (client-go's metric names, a name label) into buf, snprintf
+ * style: returns the bytes the whole text needs (without the NUL), writes
+ * at most cap bytes including a terminating NUL when cap > 0.
+ */
+size_t kwq__metrics_prometheus_write(const struct kwq_metrics *m, const char *name,
+				     char *buf, size_t cap);
+
+#endif
