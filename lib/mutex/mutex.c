@@ -29,6 +29,12 @@
  * follow controller-runtime: highest first, FIFO within a level, a raise
  * moves a queued item to the tail of its new level, never lowered.
  *
+ * Metrics (named queues): one block, updated under the mutex at the points
+ * client-go's queue.go calls its metrics (a counted add is an add of an item
+ * not in dirty), with the clock read under the mutex too, so that a get
+ * never reads a time before its add's.  The held items' gauges are summed
+ * over processing when read.
+ *
  * The sets are ConcurrencyKit ck_hs in object mode holding struct kwq_item
  * pointers with precomputed hashes.  They are touched only under the mutex,
  * so single-writer (SPMC) mode suffices and ThreadSanitizer sees every edge
@@ -45,6 +51,7 @@
 
 #include "../core/key.h"
 #include "../core/ops.h"
+#include "../metrics/metrics.h"
 
 #define HS_MODE (CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT)
 #define HS_INITIAL 64
@@ -58,6 +65,8 @@ struct entry {
 	struct entry *prev, *next; /* in its level's FIFO while queued */
 	int qprio;                 /* priority it is queued with */
 	int dprio;                 /* held+dirty: priority to re-queue with */
+	int64_t add_ns;            /* metrics: time of the counted add */
+	int64_t get_ns;            /* metrics: time of the get, while held */
 };
 
 #define ITEM_OFFSET \
@@ -94,6 +103,8 @@ struct mutex_queue {
 
 	bool shutting_down;
 	unsigned long shutdown_calls; /* kwq_shutdown() calls: ends drains */
+
+	struct kwq__metrics_block *metrics; /* named queues only, else NULL */
 };
 
 static struct mutex_queue *mq(struct kwq *q)
@@ -191,6 +202,11 @@ static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config 
 	if (m == NULL)
 		goto enomem;
 	m->base = *base;
+	if (base->name != NULL) {
+		m->metrics = kwq__metrics_blocks_new(1);
+		if (m->metrics == NULL)
+			goto free_m;
+	}
 	if (!ck_hs_init(&m->dirty, HS_MODE, kwq__item_hs_hash, kwq__item_hs_compare,
 			&kwq__ck_allocator, HS_INITIAL, base->seed))
 		goto free_m;
@@ -210,6 +226,7 @@ static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config 
 free_dirty:
 	ck_hs_destroy(&m->dirty);
 free_m:
+	kwq__metrics_blocks_free(m->metrics);
 	free(m);
 enomem:
 	errno = ENOMEM;
@@ -236,6 +253,7 @@ static void mutex_destroy(struct kwq *q)
 	pthread_cond_destroy(&m->drained);
 	pthread_cond_destroy(&m->cond);
 	pthread_mutex_destroy(&m->lock);
+	kwq__metrics_blocks_free(m->metrics);
 	free(m);
 }
 
@@ -302,6 +320,10 @@ static int mutex_add(struct kwq *q, const struct kwq_key *k, int prio)
 		rc = -ENOMEM;
 		goto out;
 	}
+	if (m->metrics != NULL) {
+		e->add_ns = kwq_clock_now(q->clock);
+		kwq__metrics_on_add(m->metrics);
+	}
 	if (held) {
 		e->dprio = prio; /* held -> held+dirty: queued again by done */
 		goto out;
@@ -356,6 +378,10 @@ static int mutex_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 	fifo_pop(m);
 	ck_hs_remove(&m->dirty, (unsigned long)it->hash, it);
 	it->priority = e->qprio;
+	if (m->metrics != NULL) {
+		e->get_ns = kwq_clock_now(q->clock);
+		kwq__metrics_on_get(m->metrics, e->get_ns - e->add_ns);
+	}
 	*item = it;
 out:
 	pthread_mutex_unlock(&m->lock);
@@ -373,18 +399,19 @@ static int mutex_done(struct kwq *q, struct kwq_item *it)
 		goto out;
 	}
 	struct entry *e = entry_of(it);
-	if (set_get(&m->dirty, it) != NULL) {
-		/* held+dirty -> queued at the tail of the priority asked */
-		if (fifo_push(m, e, e->dprio) != 0) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		ck_hs_remove(&m->processing, (unsigned long)it->hash, it);
-		pthread_cond_signal(&m->cond);
-	} else {
-		ck_hs_remove(&m->processing, (unsigned long)it->hash, it);
-		free(e);
+	bool dirty = set_get(&m->dirty, it) != NULL;
+	/* held+dirty -> queued at the tail of the priority asked */
+	if (dirty && fifo_push(m, e, e->dprio) != 0) {
+		rc = -ENOMEM;
+		goto out;
 	}
+	if (m->metrics != NULL)
+		kwq__metrics_on_done(m->metrics, kwq_clock_now(q->clock) - e->get_ns);
+	ck_hs_remove(&m->processing, (unsigned long)it->hash, it);
+	if (dirty)
+		pthread_cond_signal(&m->cond);
+	else
+		free(e);
 	if (m->shutting_down && is_empty(m))
 		pthread_cond_broadcast(&m->drained);
 out:
@@ -414,6 +441,19 @@ static int mutex_state(struct kwq *q, const struct kwq_key *k)
 	if (processing)
 		return dirty ? KWQ__HELD_DIRTY : KWQ__HELD;
 	return dirty ? KWQ__QUEUED : KWQ__ABSENT;
+}
+
+static void mutex_metrics(struct kwq *q, struct kwq_metrics *out, int64_t now)
+{
+	struct mutex_queue *m = mq(q);
+	ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+	void *obj;
+
+	pthread_mutex_lock(&m->lock);
+	kwq__metrics_sum(m->metrics, 1, out);
+	while (ck_hs_next(&m->processing, &it, &obj))
+		kwq__metrics_held(out, now, entry_of(obj)->get_ns);
+	pthread_mutex_unlock(&m->lock);
 }
 
 static void mutex_shutdown(struct kwq *q, bool drain)
@@ -452,6 +492,7 @@ const struct kwq_ops kwq__mutex_ops = {
 	.done = mutex_done,
 	.len = mutex_len,
 	.state = mutex_state,
+	.metrics = mutex_metrics,
 	.shutdown = mutex_shutdown,
 	.shutting_down = mutex_shutting_down,
 };
