@@ -324,10 +324,6 @@ static int metrics_now(kwq_t *q, struct kwq_metrics *m)
 	*m = (struct kwq_metrics){ .size = sizeof *m };
 	if (q->name == NULL)
 		return 0;
-	/* An implementation that keeps no metrics says so rather than
-	 * reading as an idle queue. */
-	if (q->ops->metrics == NULL)
-		return -ENOTSUP;
 	q->ops->metrics(q, m, kwq_clock_now(q->clock));
 	m->retries_total = kwq__retries_sum(q->retries);
 	return 0;

@@ -163,6 +163,13 @@
  * slots and every probed slot costs a compare callback that dereferences
  * an entry; that, not the locking, is most of ck_hs's cost here.
  *
+ * Metrics (named queues only): one kwq__metrics_block per shard, updated
+ * with relaxed RMWs by the add and done under the shard lock and by the get
+ * of an entry of that shard without it; a read sums the blocks and walks
+ * the held entries under each shard's lock.  An unnamed queue's entries
+ * carry no timestamps (entry_times is a prefix allocated only for named
+ * queues) and its hot paths test one pointer.
+ *
  * Parking deviates from the one-word eventcount of DESIGN.md: the waiter
  * count and the wake token are two words, and each parked thread sleeps
  * on its own futex word, popped by the waker from an idle list under a
@@ -214,6 +221,7 @@
 #include "../core/key.h"
 #include "../core/ops.h"
 #include "../core/park.h"
+#include "../metrics/metrics.h"
 #include "ring.h"
 
 #define HS_MODE (CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT)
@@ -251,6 +259,23 @@ struct entry {
 static inline struct kwq_item *item_of(struct entry *e)
 {
 	return (struct kwq_item *)(void *)((char *)e + ITEM_OFFSET);
+}
+
+/*
+ * A named queue's entries are preceded by their metrics times, so that an
+ * unnamed queue's entries carry no bytes for them.  add_ns is written under
+ * the shard lock before the put that publishes the entry (P1), get_ns by
+ * the get that holds it; the metrics read loads get_ns under the lock
+ * while the holder may store it, hence relaxed atomics.
+ */
+struct entry_times {
+	_Atomic int64_t add_ns;   /* the counted add: start of queue duration */
+	_Atomic int64_t get_ns;   /* the get: start of work duration */
+};
+
+static inline struct entry_times *times_of(struct entry *e)
+{
+	return (struct entry_times *)(void *)((char *)e - sizeof(struct entry_times));
 }
 
 struct shard {
@@ -301,6 +326,8 @@ struct sharded_queue {
 	_Atomic(struct lane_set *) lanes; /* NULL while only priority 0 was used */
 	pthread_mutex_t lanes_lock;       /* adding a lane */
 	_Atomic int64_t stale;            /* stale copies in all lanes (len) */
+	struct kwq__metrics_block *metrics; /* named queues: one per shard */
+	size_t prefix;                    /* bytes before each entry: its times */
 	struct kwq_park park;
 
 	alignas(64) pthread_mutex_t shutdown_lock;
@@ -324,6 +351,36 @@ static struct shard *shard_of(struct sharded_queue *s, uint64_t hash)
 {
 	/* Top bits: ck_hs uses the low bits (bucket) and bits 25-41 (tag). */
 	return &s->shards[s->shard_shift >= 64 ? 0 : hash >> s->shard_shift];
+}
+
+static struct entry *entry_new(struct sharded_queue *s, const struct kwq_key *k)
+{
+	char *raw = kwq__entry_new(s->prefix + ENTRY_SIZE, s->prefix + ITEM_OFFSET, k);
+	return raw ? (struct entry *)(void *)(raw + s->prefix) : NULL;
+}
+
+static void entry_free(struct sharded_queue *s, struct entry *e)
+{
+	free((char *)e - s->prefix);
+}
+
+/* The metrics block of the shard of e (named queues). */
+static struct kwq__metrics_block *metrics_of(struct sharded_queue *s, struct shard *sh)
+{
+	return &s->metrics[sh - s->shards];
+}
+
+/* A counted add (an item that was not dirty), under the shard lock. */
+static void count_add(struct sharded_queue *s, struct shard *sh, struct entry *e)
+{
+	if (s->metrics == NULL)
+		return;
+	int64_t now = kwq_clock_now(s->base.clock);
+	atomic_store_explicit(&times_of(e)->add_ns, now, memory_order_relaxed);
+	/* A metrics read that sees the entry HELD before its get stores the
+	 * get time reads this: an age near 0, not the clock's epoch. */
+	atomic_store_explicit(&times_of(e)->get_ns, now, memory_order_relaxed);
+	kwq__metrics_on_add(metrics_of(s, sh));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -604,7 +661,7 @@ static void free_shards(struct sharded_queue *s, unsigned n)
 		ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
 		void *obj;
 		while (ck_hs_next(&sh->set, &it, &obj))
-			free(entry_of(obj));
+			entry_free(s, entry_of(obj));
 		ck_hs_destroy(&sh->set);
 	}
 	free(s->shards);
@@ -621,6 +678,12 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 	memset(s, 0, size);
 	s->base = *base;
 	s->nshards = n;
+	if (base->name != NULL) {
+		s->metrics = kwq__metrics_blocks_new(n);
+		if (s->metrics == NULL)
+			goto free_s;
+		s->prefix = sizeof(struct entry_times);
+	}
 	unsigned bits = 0;
 	while ((1u << bits) < n)
 		bits++;
@@ -661,6 +724,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 	return &s->base;
 
 free_s:
+	kwq__metrics_blocks_free(s->metrics);
 	free(s);
 enomem:
 	errno = ENOMEM;
@@ -672,6 +736,7 @@ static void sharded_destroy(struct kwq *q)
 	struct sharded_queue *s = sq(q);
 
 	free_shards(s, s->nshards); /* I2: every entry is in a set */
+	kwq__metrics_blocks_free(s->metrics);
 	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_relaxed);
 	if (set != NULL) {
 		for (unsigned i = 0; i < set->n; i++) {
@@ -702,7 +767,7 @@ static void sharded_destroy(struct kwq *q)
  * cache grows to hold their working set and stops there.  Either way a
  * sweep is O(entries) once per at least max(live, survivors) dones.
  */
-static void sweep(struct shard *sh)
+static void sweep(struct sharded_queue *s, struct shard *sh)
 {
 	ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
 	void *obj;
@@ -715,7 +780,7 @@ static void sweep(struct shard *sh)
 			continue;
 		if (e->aged) {
 			ck_hs_remove(&sh->set, (unsigned long)item_of(e)->hash, item_of(e));
-			free(e);
+			entry_free(s, e);
 			freed++;
 		} else {
 			e->aged = 1;
@@ -753,7 +818,7 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 	}
 	struct kwq_item *it = ck_hs_get(&sh->set, (unsigned long)k->hash, &probe);
 	if (it == NULL) {
-		e = kwq__entry_new(ENTRY_SIZE, ITEM_OFFSET, k);
+		e = entry_new(s, k);
 		if (e == NULL) {
 			rc = -ENOMEM;
 			goto out;
@@ -762,17 +827,18 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 		atomic_init(&e->qprio, prio);
 		atomic_init(&e->pos, UINT64_MAX);
 		if (!ck_hs_put(&sh->set, (unsigned long)k->hash, item_of(e))) {
-			free(e);
+			entry_free(s, e);
 			rc = -ENOMEM;
 			goto out;
 		}
 		if (lane_put(lane, e) != 0) {
 			ck_hs_remove(&sh->set, (unsigned long)k->hash, item_of(e));
-			free(e);
+			entry_free(s, e);
 			rc = -ENOMEM;
 			goto out;
 		}
 		sh->live++;
+		count_add(s, sh, e);
 		put = true;
 		goto out;
 	}
@@ -791,6 +857,7 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 		e->aged = 0;
 		sh->cached--;
 		sh->live++;
+		count_add(s, sh, e);
 		put = true;
 		break;
 	case ST_QUEUED:
@@ -820,6 +887,7 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 	case ST_HELD:
 		atomic_store_explicit(&e->state, ST_HELD_DIRTY, memory_order_relaxed);
 		e->dprio = prio;
+		count_add(s, sh, e);
 		break;
 	default: /* HELD|DIRTY: the lock orders us before done */
 		if (prio > e->dprio)
@@ -852,6 +920,13 @@ static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 	}
 	/* e is HELD (take's H2); qprio was written before the put (P1). */
 	item_of(e)->priority = atomic_load_explicit(&e->qprio, memory_order_relaxed);
+	if (s->metrics != NULL) {
+		struct entry_times *t = times_of(e);
+		int64_t now = kwq_clock_now(q->clock);
+		atomic_store_explicit(&t->get_ns, now, memory_order_relaxed);
+		kwq__metrics_on_get(metrics_of(s, shard_of(s, item_of(e)->hash)),
+				    now - atomic_load_explicit(&t->add_ns, memory_order_relaxed));
+	}
 	*item = item_of(e);
 	return 0;
 }
@@ -866,6 +941,10 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 
 	shard_lock(sh);
 	uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+	if (s->metrics != NULL && (st == ST_HELD || st == ST_HELD_DIRTY))
+		kwq__metrics_on_done(metrics_of(s, sh), kwq_clock_now(q->clock) -
+				     atomic_load_explicit(&times_of(e)->get_ns,
+							  memory_order_relaxed));
 	if (st == ST_HELD) {
 		atomic_store_explicit(&e->state, ST_ABSENT, memory_order_relaxed);
 		sh->live--;
@@ -877,7 +956,7 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 		}
 		e->aged = 0;
 		if (sh->cached >= sh->sweep_at)
-			sweep(sh);
+			sweep(s, sh);
 	} else if (st == ST_HELD_DIRTY) {
 		struct lane *lane = lane_get(s, e->dprio);
 		atomic_store_explicit(&e->state, ST_QUEUED, memory_order_relaxed);
@@ -985,6 +1064,31 @@ static void sharded_shutdown(struct kwq *q, bool drain)
 	}
 }
 
+/* Named queues: the shards' blocks, and the held entries' work so far. */
+static void sharded_metrics(struct kwq *q, struct kwq_metrics *out, int64_t now)
+{
+	struct sharded_queue *s = sq(q);
+
+	kwq__metrics_sum(s->metrics, s->nshards, out);
+	for (unsigned i = 0; i < s->nshards; i++) {
+		struct shard *sh = &s->shards[i];
+		ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+		void *obj;
+
+		shard_lock(sh);
+		if (sh->live != 0) {
+			while (ck_hs_next(&sh->set, &it, &obj)) {
+				struct entry *e = entry_of(obj);
+				uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+				if (st == ST_HELD || st == ST_HELD_DIRTY)
+					kwq__metrics_held(out, now, atomic_load_explicit(
+						&times_of(e)->get_ns, memory_order_relaxed));
+			}
+		}
+		shard_unlock(sh);
+	}
+}
+
 static bool sharded_shutting_down(struct kwq *q)
 {
 	return atomic_load_explicit(&sq(q)->shutdown, memory_order_acquire);
@@ -999,6 +1103,7 @@ const struct kwq_ops kwq__sharded_ops = {
 	.done = sharded_done,
 	.len = sharded_len,
 	.state = sharded_state,
+	.metrics = sharded_metrics,
 	.shutdown = sharded_shutdown,
 	.shutting_down = sharded_shutting_down,
 };
