@@ -109,7 +109,6 @@ void *kwq__entry_new(size_t entry_size, size_t item_offset, const struct kwq_key
 	struct kwq_item *it = (struct kwq_item *)(void *)(e + item_offset);
 	it->hash = k->hash;
 	it->len = k->len;
-	it->key = it->bytes;
 	if (k->len > 0)
 		memcpy(it->bytes, k->bytes, k->len);
 	return e;
@@ -121,9 +120,21 @@ unsigned long kwq__item_hs_hash(const void *item, unsigned long seed)
 	return (unsigned long)((const struct kwq_item *)item)->hash;
 }
 
+/* a is a stored item; b an item or a probe (see struct kwq__probe).  The
+ * head is read with memcpy: b's effective type may be either struct. */
 bool kwq__item_hs_compare(const void *a, const void *b)
 {
-	return kwq__item_equal(a, b);
+	const struct kwq_item *x = a;
+	uint64_t hash;
+	uint32_t len;
+
+	memcpy(&hash, (const char *)b + offsetof(struct kwq_item, hash), sizeof hash);
+	memcpy(&len, (const char *)b + offsetof(struct kwq_item, len), sizeof len);
+	if (x->hash != hash || x->len != (len & ~KWQ__PROBE))
+		return false;
+	const unsigned char *bytes = (len & KWQ__PROBE) ? ((const struct kwq__probe *)b)->key
+							: ((const struct kwq_item *)b)->bytes;
+	return memcmp(x->bytes, bytes, x->len) == 0;
 }
 
 static void *hs_malloc(size_t n)

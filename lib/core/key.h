@@ -22,12 +22,30 @@ struct kwq_key {
 
 struct kwq_item {
 	uint64_t hash;
-	const unsigned char *key;   /* == bytes for an interned key; a lookup
-	                               probe points it at the caller's buffer */
 	uint32_t len;
 	int32_t priority;           /* priority it was handed out with */
 	unsigned char bytes[];
 };
+
+/*
+ * A lookup probe: a key in the caller's buffer, shaped like the head of a
+ * struct kwq_item (same hash and len offsets) with KWQ__PROBE set in len,
+ * so that one ck_hs compare callback takes either: ck_hs passes a probe on
+ * get and the new item on put.  Keeping the key pointer out of struct
+ * kwq_item saves 8 bytes on every interned key.
+ */
+struct kwq__probe {
+	uint64_t hash;
+	uint32_t len;               /* | KWQ__PROBE */
+	uint32_t unused;
+	const unsigned char *key;
+};
+
+#define KWQ__PROBE 0x80000000u
+
+_Static_assert(offsetof(struct kwq__probe, hash) == offsetof(struct kwq_item, hash) &&
+	       offsetof(struct kwq__probe, len) == offsetof(struct kwq_item, len),
+	       "a probe reads as an item's head");
 
 uint64_t kwq__hash(const void *key, size_t len, uint64_t seed);
 
@@ -41,18 +59,12 @@ uint64_t kwq__random_seed(void);
 void *kwq__entry_new(size_t entry_size, size_t item_offset, const struct kwq_key *k);
 
 /* Set up a lookup probe for k (no allocation). */
-static inline void kwq__item_probe(struct kwq_item *probe, const struct kwq_key *k)
+static inline void kwq__item_probe(struct kwq__probe *probe, const struct kwq_key *k)
 {
 	probe->hash = k->hash;
+	probe->len = k->len | KWQ__PROBE;
+	probe->unused = 0;
 	probe->key = k->bytes;
-	probe->len = k->len;
-	probe->priority = 0;
-}
-
-static inline bool kwq__item_equal(const struct kwq_item *a, const struct kwq_item *b)
-{
-	return a->hash == b->hash && a->len == b->len &&
-	       memcmp(a->key, b->key, a->len) == 0;
 }
 
 /* ck_hs callbacks for sets of struct kwq_item pointers (object mode). */

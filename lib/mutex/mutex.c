@@ -190,9 +190,12 @@ static struct entry *fifo_pop(struct mutex_queue *m)
 	return e;
 }
 
-static struct kwq_item *set_get(ck_hs_t *s, const struct kwq_item *probe)
+/* key: a struct kwq_item or a struct kwq__probe (both start with hash). */
+static struct kwq_item *set_get(ck_hs_t *s, const void *key)
 {
-	return ck_hs_get(s, (unsigned long)probe->hash, probe);
+	uint64_t hash;
+	memcpy(&hash, key, sizeof hash);
+	return ck_hs_get(s, (unsigned long)hash, key);
 }
 
 static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config *cfg)
@@ -265,7 +268,8 @@ static bool is_empty(const struct mutex_queue *m)
 static int mutex_add(struct kwq *q, const struct kwq_key *k, int prio)
 {
 	struct mutex_queue *m = mq(q);
-	struct kwq_item probe, *it;
+	struct kwq__probe probe;
+	struct kwq_item *it;
 	struct entry *e;
 	int rc = 0;
 
@@ -431,7 +435,7 @@ static size_t mutex_len(struct kwq *q)
 static int mutex_state(struct kwq *q, const struct kwq_key *k)
 {
 	struct mutex_queue *m = mq(q);
-	struct kwq_item probe;
+	struct kwq__probe probe;
 
 	kwq__item_probe(&probe, k);
 	pthread_mutex_lock(&m->lock);

@@ -244,13 +244,16 @@ enum {
  * ending in a flexible array as a member, hence the offset.)
  */
 struct entry {
+	_Atomic uint64_t pos;  /* lane tag | ring index of its current copy (P3) */
 	_Atomic uint32_t state;
-	uint8_t aged;          /* ABSENT through a whole sweep interval (under lock) */
-	uint32_t stale;        /* stale copies of it in the lanes (under lock) */
 	_Atomic int32_t qprio; /* priority it is queued with (written under lock) */
 	int32_t dprio;         /* HELD|DIRTY: priority to re-queue with (under lock) */
-	_Atomic uint64_t pos;  /* lane tag | ring index of its current copy (P3) */
+	unsigned stale : 31;   /* stale copies of it in the lanes (under lock) */
+	unsigned aged : 1;     /* ABSENT through a whole sweep interval (under lock) */
 };
+
+/* With the 16-byte item head, a short key fits a 64-byte malloc chunk. */
+static_assert(sizeof(struct entry) == 24, "entry header: 24 bytes");
 
 #define ITEM_OFFSET \
 	((sizeof(struct entry) + alignof(struct kwq_item) - 1) & ~(alignof(struct kwq_item) - 1))
@@ -803,7 +806,7 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 	struct sharded_queue *s = sq(q);
 	struct shard *sh = shard_of(s, k->hash);
 	struct lane *lane = lane_get(s, prio);
-	struct kwq_item probe;
+	struct kwq__probe probe;
 	struct entry *e;
 	bool put = false;
 	int rc = 0;
@@ -984,7 +987,7 @@ static int sharded_state(struct kwq *q, const struct kwq_key *k)
 {
 	struct sharded_queue *s = sq(q);
 	struct shard *sh = shard_of(s, k->hash);
-	struct kwq_item probe;
+	struct kwq__probe probe;
 	uint32_t st = ST_ABSENT;
 
 	kwq__item_probe(&probe, k);
