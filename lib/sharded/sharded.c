@@ -227,6 +227,7 @@
 #define HS_MODE (CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT)
 #define HS_INITIAL 8
 #define SWEEP_MIN 32
+#define CACHE_KEYS 131072u
 
 /* remaining = BIAS + live entries while shutdown counts the shards. */
 #define DRAIN_BIAS (UINT64_C(1) << 62)
@@ -330,6 +331,7 @@ struct sharded_queue {
 	pthread_mutex_t lanes_lock;       /* adding a lane */
 	_Atomic int64_t stale;            /* stale copies in all lanes (len) */
 	struct kwq__metrics_block *metrics; /* named queues: one per shard */
+	uint32_t sweep_min;               /* ABSENT entries a shard keeps */
 	size_t prefix;                    /* bytes before each entry: its times */
 	struct kwq_park park;
 
@@ -681,6 +683,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 	memset(s, 0, size);
 	s->base = *base;
 	s->nshards = n;
+	s->sweep_min = CACHE_KEYS / n > SWEEP_MIN ? CACHE_KEYS / n : SWEEP_MIN;
 	if (base->name != NULL) {
 		s->metrics = kwq__metrics_blocks_new(n);
 		if (s->metrics == NULL)
@@ -699,7 +702,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 	for (unsigned i = 0; i < n; i++) {
 		struct shard *sh = &s->shards[i];
 		atomic_init(&sh->lock, 0);
-		sh->sweep_at = SWEEP_MIN;
+		sh->sweep_at = s->sweep_min;
 #ifdef KWQ_SHARD_LOCK_PTHREAD
 		pthread_mutex_init(shard_mutex(sh), NULL);
 #endif
@@ -765,10 +768,19 @@ static void sharded_destroy(struct kwq *q)
  * Second chance (CLOCK) for the cached ABSENT entries, under the shard
  * lock: free those that stayed ABSENT through the whole interval since the
  * previous sweep, mark the others.  The next sweep comes when the cache
- * reaches max(SWEEP_MIN, live, 2 * survivors): with unique keys half the
+ * reaches max(s->sweep_min, live, 2 * survivors): with unique keys half the
  * cache is freed each time and its size stays put; with recurring keys the
  * cache grows to hold their working set and stops there.  Either way a
  * sweep is O(entries) once per at least max(live, survivors) dones.
+ *
+ * sweep_min is the cache every shard may keep without sweeping, CACHE_KEYS
+ * across the queue.  A floor this high matters for keys that recur with a
+ * period longer than a sweep interval (W2 cycles through 100000 keys):
+ * with a floor of 32 per shard each sweep freed the entries the next
+ * cycle needed, and malloc, free and ck_hs put, remove and rebuilds took a
+ * quarter of W2's instructions.  The price: an idle queue that has seen
+ * many distinct keys keeps up to CACHE_KEYS entries (about 10 MB with
+ * short keys); keys recurring over a set larger than that still churn.
  */
 static void sweep(struct sharded_queue *s, struct shard *sh)
 {
@@ -793,8 +805,8 @@ static void sweep(struct sharded_queue *s, struct shard *sh)
 	uint32_t next = 2 * sh->cached;
 	if (next < sh->live)
 		next = sh->live;
-	if (next < SWEEP_MIN)
-		next = SWEEP_MIN;
+	if (next < s->sweep_min)
+		next = s->sweep_min;
 	sh->sweep_at = next;
 	/* Tombstones lengthen the probes of misses: rebuild after big sweeps. */
 	if (freed >= SWEEP_MIN && freed >= ck_hs_count(&sh->set) / 2)
