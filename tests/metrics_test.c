@@ -20,23 +20,12 @@
 
 #include <kwq.h>
 
-#include "tap.h"
+#include "rows.h"
 
 #define US 1000LL
 #define MS 1000000LL
 #define SEC 1000000000LL
 
-struct row {
-	const char *name;
-	enum kwq_impl impl;
-};
-
-static const struct row rows[] = {
-	{ "mutex", KWQ_IMPL_MUTEX },
-	{ "sharded", KWQ_IMPL_SHARDED },
-};
-
-static const struct row *row;
 
 static kwq_t *new_queue(const char *name, kwq_clock_t *clock, kwq_limiter_t *limiter)
 {
@@ -1257,17 +1246,5 @@ static const struct tap_case cases[] = {
 
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s ROW\n", argv[0]);
-		return 2;
-	}
-	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-		if (strcmp(rows[i].name, argv[1]) == 0)
-			row = &rows[i];
-	}
-	if (row == NULL) {
-		fprintf(stderr, "unknown row %s\n", argv[1]);
-		return 2;
-	}
-	return tap_run(row->name, cases, sizeof cases / sizeof cases[0]);
+	return rows_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
