@@ -197,11 +197,26 @@
  *   So: max(256, 64 * CPUs), at most 4096 (shard_count()).  8 shards give
  *   about 70% of 256.
  *
- *   W1 (one thread add/get/done, keys i & 1023): ~94 ns per cycle against
- *   ~155 ns for the mutex design, measured under the same load.  The cycle
- *   makes 6 locked RMWs (add: lock xchg, tail FAA, slot CAS; get: head
- *   FAA, state xchg; done: lock xchg) and no malloc or free (the ABSENT
- *   cache); the key hash is ~14% of it.  The 25 ns target is not met.
+ *   W1 (one thread add/get/done, keys i & 1023): 81 ns per cycle against
+ *   173 ns for the mutex design (bench/run on an idle machine; results/).
+ *   The 25 ns target is not met, and this design cannot meet it: the bare
+ *   ck_ring floor, which does nothing but move a pointer through an MPMC
+ *   ring, measures 25 ns here.  The cycle makes 6 locked RMWs (add: lock
+ *   xchg, tail FAA, slot CAS; get: head FAA, state CAS; done: lock xchg),
+ *   5-8 ns each on this VM even uncontended, and about 540 instructions
+ *   (callgrind): key hash 35, ck_hs and the lookaside about 60 after the
+ *   lookaside took most probes off it (a ck_hs probe is ~170 with Debian's
+ *   libck, built without pointer packing), the two ring operations 80,
+ *   the rest the three calls' bookkeeping.  What it would take: a get
+ *   that claims the entry and the slot in one RMW, a done of a clean HELD
+ *   entry by one CAS without the lock, and an inline tagged table in
+ *   place of ck_hs: roughly halving both the RMWs and the instructions.
+ *
+ *   The sweep floor (sweep_min, CACHE_KEYS): with 32 ABSENT entries a
+ *   shard, keys cycling over a longer period were freed and recreated
+ *   every pass; malloc, free and ck_hs put/remove/rebuild were a quarter
+ *   of W2's instructions at K=100000.  Keeping up to 128k ABSENT entries a
+ *   queue took W2 (4,4) K=100000 from about 4.5 to about 6.5 M adds/s.
  */
 #include <assert.h>
 #include <errno.h>
