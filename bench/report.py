@@ -477,6 +477,9 @@ def markdown_page(result_path, data, figs, ext, plots):
             "every add at priority 0; **x unnamed**: W1 and W2 on an unnamed "
             "queue), not with a floor; below 1 is the cost of the priorities "
             "or of the metrics a named queue keeps.", ""]
+    out += ["The targets set for the sharded design, which of them this "
+            "machine's runs meet, and the measured cause of each miss: "
+            "[TARGETS.md](TARGETS.md) (kept by hand, not generated).", ""]
     out += ["## Tables", "", markdown_tables(figs)]
     out += ["## Reproduce", "",
             "```sh",
