@@ -20,24 +20,6 @@
 #include "rows.h"
 
 
-static kwq_t *new_queue(void)
-{
-	struct kwq_config cfg = KWQ_CONFIG_INIT;
-	cfg.impl = row->impl;
-	kwq_t *q = kwq_new(&cfg);
-	if (q == NULL) {
-		printf("Bail out! kwq_new(%s): %s\n", row->name, kwq_strerror(errno));
-		exit(1);
-	}
-	return q;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
 static int64_t now_ns(void)
 {
 	return kwq_clock_now(NULL);
@@ -70,7 +52,7 @@ static int64_t now_ns(void)
 
 static void t_dedup(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *it;
 
 	CHECK_EQ(ADDS(q, "a"), 0);
@@ -88,7 +70,7 @@ static void t_dedup(void)
 
 static void t_fifo(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	char k[32];
 
 	for (int i = 0; i < 1000; i++) {
@@ -107,7 +89,7 @@ static void t_fifo(void)
 /* FIFO is by the time an item last became queued. */
 static void t_fifo_by_time_queued(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 
 	CHECK_EQ(ADDS(q, "a"), 0);
 	CHECK_EQ(ADDS(q, "b"), 0);
@@ -122,7 +104,7 @@ static void t_fifo_by_time_queued(void)
 
 static void t_readd_while_held(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a, *x;
 
 	CHECK_EQ(ADDS(q, "a"), 0);
@@ -149,7 +131,7 @@ static void t_readd_while_held(void)
 
 static void t_done_absent_then_add(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a;
 
 	CHECK_EQ(ADDS(q, "a"), 0);
@@ -164,7 +146,7 @@ static void t_done_absent_then_add(void)
 
 static void t_len_counts_queued_only(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a, *b;
 
 	CHECK_EQ(kwq_len(q), 0);
@@ -186,7 +168,7 @@ static void t_len_counts_queued_only(void)
 
 static void t_try_get_and_timeout(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *it = (kwq_item_t *)(uintptr_t)1;
 
 	CHECK_EQ(kwq_try_get(q, &it), -EAGAIN);
@@ -241,7 +223,7 @@ static void getter_start(struct getter *g, kwq_t *q, int64_t timeout)
 
 static void t_get_blocks_until_add(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	struct getter g;
 
 	getter_start(&g, q, -1);
@@ -269,7 +251,7 @@ static void t_get_blocks_until_add(void)
 
 static void t_done_wakes_getter_for_dirty(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a;
 	struct getter g;
 
@@ -293,7 +275,7 @@ static void t_done_wakes_getter_for_dirty(void)
 
 static void t_shutdown_refuses_adds_and_drains_gets(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *it;
 
 	CHECK(!kwq_shutting_down(q));
@@ -322,7 +304,7 @@ static void t_shutdown_refuses_adds_and_drains_gets(void)
 
 static void t_shutdown_wakes_blocked_gets(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	struct getter g[4];
 
 	for (int i = 0; i < 4; i++)
@@ -340,7 +322,7 @@ static void t_shutdown_wakes_blocked_gets(void)
 
 static void t_shutdown_held_item(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a, *it;
 
 	CHECK_EQ(ADDS(q, "a"), 0);
@@ -355,7 +337,7 @@ static void t_shutdown_held_item(void)
 /* A held+dirty item is queued again on done even after get said shutdown. */
 static void t_shutdown_dirty_requeued_on_done(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a, *it;
 
 	CHECK_EQ(ADDS(q, "a"), 0);
@@ -397,7 +379,7 @@ static void drainer_start(struct drainer *d, kwq_t *q)
 
 static void t_drain_waits_for_queued_and_held(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a, *b;
 	struct drainer d[3];
 
@@ -426,7 +408,7 @@ static void t_drain_waits_for_queued_and_held(void)
 
 static void t_drain_waits_for_dirty_requeue(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a, *it;
 	struct drainer d;
 
@@ -446,7 +428,7 @@ static void t_drain_waits_for_dirty_requeue(void)
 
 static void t_drain_ended_by_shutdown(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a;
 	struct drainer d[2];
 
@@ -467,7 +449,7 @@ static void t_drain_ended_by_shutdown(void)
 
 static void t_drain_empty_and_repeated(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a;
 	struct drainer d;
 
@@ -477,7 +459,7 @@ static void t_drain_empty_and_repeated(void)
 	kwq_free(q);
 
 	/* a drain after a plain shutdown still waits */
-	q = new_queue();
+	q = row_queue(NULL, NULL, NULL);
 	CHECK_EQ(ADDS(q, "a"), 0);
 	CHECK_GET(q, "a", &a);
 	kwq_shutdown(q);
@@ -493,7 +475,7 @@ static void t_drain_empty_and_repeated(void)
 
 static void t_keys_binary(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *it;
 	size_t l;
 	const void *k;
@@ -533,7 +515,7 @@ static void t_keys_binary(void)
 
 static void t_keys_empty(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *it;
 	size_t l = 99;
 
@@ -552,7 +534,7 @@ static void t_keys_empty(void)
 
 static void t_keys_max(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	size_t n = KWQ_KEY_MAX + 1;
 	unsigned char *big = malloc(n);
 	kwq_item_t *it;
@@ -583,7 +565,7 @@ static void t_keys_max(void)
 
 static void t_bad_input(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *it = NULL;
 	size_t l = 7;
 
@@ -709,7 +691,7 @@ static void t_strerror(void)
 
 static void t_free_with_items(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a, *b;
 	char k[16];
 
@@ -824,7 +806,7 @@ static void t_concurrent_exclusion_no_lost_update(void)
 {
 	static struct shared s;
 	memset(&s, 0, sizeof s);
-	s.q = new_queue();
+	s.q = row_queue(NULL, NULL, NULL);
 	pthread_t pt[CK_PRODUCERS], wt[CK_WORKERS];
 	struct worker_arg pa[CK_PRODUCERS], wa[CK_WORKERS];
 
@@ -858,19 +840,6 @@ static void t_concurrent_exclusion_no_lost_update(void)
 
 #define MS (1000000LL)
 
-static kwq_t *new_queue_on(kwq_clock_t *c)
-{
-	struct kwq_config cfg = KWQ_CONFIG_INIT;
-	cfg.impl = row->impl;
-	cfg.clock = c;
-	kwq_t *q = kwq_new(&cfg);
-	if (q == NULL) {
-		printf("Bail out! kwq_new(%s): %s\n", row->name, kwq_strerror(errno));
-		exit(1);
-	}
-	return q;
-}
-
 /* Poll kwq_len until it reaches n (the timer thread runs on its own). */
 static size_t wait_len(kwq_t *q, size_t n)
 {
@@ -901,7 +870,7 @@ static size_t wait_len(kwq_t *q, size_t n)
 static void t_delay_simple(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 	kwq_item_t *it;
 
 	CHECK_EQ(kwq_add_after(q, "foo", 3, 50 * MS), 0);
@@ -921,7 +890,7 @@ static void t_delay_simple(void)
 static void t_delay_dedup_earliest_wins(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 	kwq_item_t *it;
 
 	CHECK_EQ(kwq_add_after(q, "foo", 3, 50 * MS), 0);
@@ -948,7 +917,7 @@ static void t_delay_dedup_earliest_wins(void)
 static void t_delay_two_fire_early(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 
 	CHECK_EQ(kwq_add_after(q, "foo", 3, 1000 * MS), 0);
 	CHECK_EQ(kwq_add_after(q, "bar", 3, 50 * MS), 0);
@@ -969,7 +938,7 @@ static void t_delay_two_fire_early(void)
 static void t_delay_order_by_ready_time(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 
 	CHECK_EQ(ADDS(q, "x"), 0); /* a queued item stays ahead */
 	CHECK_EQ(kwq_add_after(q, "first", 5, 1000 * MS), 0);
@@ -998,7 +967,7 @@ static void t_delay_order_by_ready_time(void)
 static void t_delay_nonpositive_is_add(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 
 	CHECK_EQ(kwq_add_after(q, "a", 1, 0), 0);
 	CHECK_EQ(kwq_add_after(q, "b", 1, -5), 0);
@@ -1015,7 +984,7 @@ static void t_delay_nonpositive_is_add(void)
 static void t_delay_absorbed_when_due(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 	kwq_item_t *a;
 
 	CHECK_EQ(ADDS(q, "a"), 0);
@@ -1041,7 +1010,7 @@ static void t_delay_absorbed_when_due(void)
 static void t_delay_held_item_waits(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 	kwq_item_t *a, *x;
 
 	CHECK_EQ(ADDS(q, "a"), 0);
@@ -1061,7 +1030,7 @@ static void t_delay_held_item_waits(void)
 static void t_delay_cancelled_by_add(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 
 	CHECK_EQ(kwq_add_after(q, "a", 1, 50 * MS), 0);
 	CHECK_EQ(ADDS(q, "a"), 0);
@@ -1076,7 +1045,7 @@ static void t_delay_cancelled_by_add(void)
 static void t_delay_shutdown_drops(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 	kwq_item_t *it;
 
 	for (int i = 0; i < 100; i++)
@@ -1092,7 +1061,7 @@ static void t_delay_shutdown_drops(void)
 	kwq_free(q); /* frees what was dropped or still in flight (ASan) */
 
 	/* a queue freed with delayed adds pending frees them */
-	q = new_queue_on(c);
+	q = row_queue(NULL, c, NULL);
 	for (int i = 0; i < 1000; i++)
 		CHECK_EQ(kwq_add_after(q, &i, sizeof i, 3600000 * MS), 0);
 	kwq_free(q);
@@ -1101,7 +1070,7 @@ static void t_delay_shutdown_drops(void)
 
 static void t_delay_bad_input(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 
 	CHECK_EQ(kwq_add_after(NULL, "a", 1, MS), -EINVAL);
 	CHECK_EQ(kwq_add_after(q, NULL, 1, MS), -EINVAL);
@@ -1115,7 +1084,7 @@ static void t_delay_bad_input(void)
  * never block the caller. */
 static void t_delay_monotonic(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *it;
 
 	for (int i = 0; i < 20000; i++)
@@ -1134,25 +1103,11 @@ static void t_delay_monotonic(void)
 
 /* ------------------------------------------------- rate-limited adds */
 
-static kwq_t *new_queue_limited(kwq_clock_t *c, kwq_limiter_t *l)
-{
-	struct kwq_config cfg = KWQ_CONFIG_INIT;
-	cfg.impl = row->impl;
-	cfg.clock = c;
-	cfg.limiter = l;
-	kwq_t *q = kwq_new(&cfg);
-	if (q == NULL) {
-		printf("Bail out! kwq_new(%s): %s\n", row->name, kwq_strerror(errno));
-		exit(1);
-	}
-	return q;
-}
-
 /* client-go TestRateLimitingQueue, observed through the queue */
 static void t_rate_limited_queue(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_limited(c, kwq_limiter_exponential(1 * MS, 1000 * MS));
+	kwq_t *q = row_queue(NULL, c, kwq_limiter_exponential(1 * MS, 1000 * MS));
 
 	CHECK_EQ(kwq_add_rate_limited(q, "one", 3), 0); /* waits 1 ms */
 	CHECK_EQ(kwq_add_rate_limited(q, "one", 3), 0); /* 2 ms: earlier kept */
@@ -1192,7 +1147,7 @@ static void t_rate_limited_queue(void)
 static void t_rate_limited_default(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 
 	CHECK_EQ(kwq_add_rate_limited(q, "k", 1), 0);
 	CHECK_EQ(kwq_num_requeues(q, "k", 1), 1);
@@ -1232,7 +1187,7 @@ static int add_prio(kwq_t *q, const char *k, int prio)
 /* controller-runtime: highest priority first, FIFO within a priority */
 static void t_prio_order(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 
 	CHECK_EQ(ADDS(q, "a"), 0);
 	CHECK_EQ(add_prio(q, "b", 5), 0);
@@ -1256,7 +1211,7 @@ static void t_prio_order(void)
  * the new priority */
 static void t_prio_raise_and_keep(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 
 	CHECK_EQ(add_prio(q, "a", 5), 0);
 	CHECK_EQ(add_prio(q, "b", 3), 0);
@@ -1281,7 +1236,7 @@ static void t_prio_raise_and_keep(void)
  * handed out; the priority it was handed out with does not carry over */
 static void t_prio_dirty_requeue(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	kwq_item_t *a;
 
 	CHECK_EQ(add_prio(q, "a", 5), 0);
@@ -1306,7 +1261,7 @@ static void t_prio_dirty_requeue(void)
 /* bands: many priorities and keys, handed out in order */
 static void t_prio_bands(void)
 {
-	kwq_t *q = new_queue();
+	kwq_t *q = row_queue(NULL, NULL, NULL);
 	unsigned x = 12345;
 	int prio_of[300];
 
@@ -1341,7 +1296,7 @@ static void t_prio_bands(void)
 static void t_prio_with_delays(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_on(c);
+	kwq_t *q = row_queue(NULL, c, NULL);
 	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
 
 	CHECK_EQ(ADDS(q, "a"), 0);
@@ -1388,7 +1343,7 @@ static void t_prio_with_delays(void)
 static void t_prio_rate_limited_opts(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue_limited(c, kwq_limiter_exponential(10 * MS, 1000 * MS));
+	kwq_t *q = row_queue(NULL, c, kwq_limiter_exponential(10 * MS, 1000 * MS));
 	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
 
 	o.rate_limited = true;

@@ -27,27 +27,6 @@
 #define SEC 1000000000LL
 
 
-static kwq_t *new_queue(const char *name, kwq_clock_t *clock, kwq_limiter_t *limiter)
-{
-	struct kwq_config cfg = KWQ_CONFIG_INIT;
-	cfg.impl = row->impl;
-	cfg.name = name;
-	cfg.clock = clock;
-	cfg.limiter = limiter;
-	kwq_t *q = kwq_new(&cfg);
-	if (q == NULL) {
-		printf("Bail out! kwq_new(%s): %s\n", row->name, kwq_strerror(errno));
-		exit(1);
-	}
-	return q;
-}
-
-static void pause_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
 /* kwq_len once the timer thread has added what became due (10 s at most). */
 static size_t wait_len(kwq_t *q, size_t want)
 {
@@ -552,7 +531,7 @@ static void t_strict_parser_rejects(void)
 static void t_client_go_test_metrics(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue("test", c, NULL);
+	kwq_t *q = row_queue("test", c, NULL);
 	struct kwq_metrics m;
 	kwq_item_t *i;
 
@@ -616,7 +595,7 @@ static void t_client_go_test_metrics(void)
 static void t_histogram_bounds(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(1000);
-	kwq_t *q = new_queue("bounds", c, NULL);
+	kwq_t *q = row_queue("bounds", c, NULL);
 	struct kwq_metrics m;
 	kwq_item_t *i;
 	int64_t bound = 10; /* 1e-8 s */
@@ -677,7 +656,7 @@ static void t_histogram_bounds(void)
 static void t_depth_counts_dirty(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue("depth", c, NULL);
+	kwq_t *q = row_queue("depth", c, NULL);
 	struct kwq_metrics m;
 	kwq_item_t *a, *b;
 	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
@@ -723,7 +702,7 @@ static void t_depth_counts_dirty(void)
 static void t_retries(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue("retries", c, kwq_limiter_exponential(1 * MS, 1 * SEC));
+	kwq_t *q = row_queue("retries", c, kwq_limiter_exponential(1 * MS, 1 * SEC));
 	struct kwq_metrics m;
 	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
 
@@ -779,7 +758,7 @@ static void t_retries(void)
 static void t_read_size(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue("size", c, NULL);
+	kwq_t *q = row_queue("size", c, NULL);
 	struct {
 		struct kwq_metrics m;
 		unsigned char after[16];
@@ -853,7 +832,7 @@ static void t_read_size(void)
 static void t_unnamed(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(0);
-	kwq_t *q = new_queue(NULL, c, NULL);
+	kwq_t *q = row_queue(NULL, c, NULL);
 	struct kwq_metrics m;
 	kwq_item_t *i;
 	char buf[64];
@@ -950,7 +929,7 @@ static const char expected_text[] =
 static void t_prometheus_exact(void)
 {
 	kwq_clock_t *c = kwq_clock_fake_new(7 * SEC);
-	kwq_t *q = new_queue("q1", c, NULL);
+	kwq_t *q = row_queue("q1", c, NULL);
 	kwq_item_t *a, *b;
 	static char text[8192];
 	static struct doc doc;
@@ -1001,7 +980,7 @@ static void t_prometheus_floats(void)
 
 	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
 		kwq_clock_t *c = kwq_clock_fake_new(0);
-		kwq_t *q = new_queue("floats", c, NULL);
+		kwq_t *q = row_queue("floats", c, NULL);
 		kwq_item_t *i;
 		char want[128];
 
@@ -1028,7 +1007,7 @@ static void t_prometheus_floats(void)
 static void t_prometheus_escaping(void)
 {
 	static const char name[] = "ns/\"quoted\"\\path\nline2 {x=\"y\"} é";
-	kwq_t *q = new_queue(name, NULL, NULL);
+	kwq_t *q = row_queue(name, NULL, NULL);
 	static char text[8192];
 	static struct doc doc;
 
@@ -1049,7 +1028,7 @@ static void t_prometheus_escaping(void)
 /* snprintf semantics: the length needed whatever cap is */
 static void t_prometheus_snprintf(void)
 {
-	kwq_t *q = new_queue("snprintf", NULL, NULL);
+	kwq_t *q = row_queue("snprintf", NULL, NULL);
 	static char full[8192], buf[8192];
 
 	CHECK_EQ(ADDS(q, "a"), 0);
@@ -1196,7 +1175,7 @@ static void t_concurrent_reads(void)
 	struct kwq_metrics m;
 
 	memset(&l, 0, sizeof l);
-	l.q = new_queue("load", NULL, NULL);
+	l.q = row_queue("load", NULL, NULL);
 	pthread_create(&reader, NULL, reader_main, &l);
 	for (int i = 0; i < LOAD_WORKERS; i++)
 		pthread_create(&work[i], NULL, worker_main, &l);

@@ -17,6 +17,15 @@ struct row {
 /* The row being run (set by rows_main before any case runs). */
 extern const struct row *row;
 
+/*
+ * A queue of the current row with the given name, clock and limiter (each
+ * may be NULL); bails out of the TAP run if kwq_new fails.
+ */
+kwq_t *row_queue(const char *name, kwq_clock_t *clock, kwq_limiter_t *limiter);
+
+/* Sleep ms milliseconds (the tests' pauses that let a wrong design show). */
+void pause_ms(int ms);
+
 /* usage: PROG ROW.  Runs cases on that row; the exit status for main. */
 int rows_main(int argc, char **argv, const struct tap_case *cases, size_t n);
 
