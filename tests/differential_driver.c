@@ -976,7 +976,10 @@ static void report(struct run *r, const char *what)
 	const char *pre = r->o->prefix ? r->o->prefix : "";
 	if (f == NULL)
 		return;
-	fprintf(f, "%sMISMATCH at operation %zu: %s\n", pre, r->opno, what);
+	if (what != NULL)
+		fprintf(f, "%sMISMATCH at operation %zu: %s\n", pre, r->opno, what);
+	else
+		fprintf(f, "%sall agree on all %zu operations\n", pre, r->opno);
 	fprintf(f, "%soperation log (op: call -> model's answer):\n", pre);
 	const char *s = r->log;
 	while (s != NULL && *s != '\0') {
@@ -1214,7 +1217,7 @@ int diff_run(const uint8_t *data, size_t size, const struct diff_options *o)
 	if (rc != 0 && o->failed_op)
 		*o->failed_op = SIZE_MAX;
 	if (rc == 0 && o->log_all && o->report)
-		report(r, "none (the full log)");
+		report(r, NULL);
 out:
 	for (int i = 0; i < NPARTS; i++) {
 		kwq_free(r->p[i].q);
