@@ -325,7 +325,7 @@ int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint
 			/* Before P1 publishes the slot: a consumer that takes it
 			 * reads this position or a later one. */
 			if (pos != NULL)
-				atomic_store_explicit(pos, tag | (s->base + i),
+				atomic_store_explicit(pos, tag | ((s->base + i) << KWQ_RING_POS_SHIFT),
 						      memory_order_relaxed);
 			KWQ_YIELD();
 			/* P1: pairs with A1.  A2 on failure: pairs with P2. */

@@ -75,11 +75,15 @@ void *kwq__ring_take(struct kwq_ring *r);
  * Positions, for consumers that must tell a current copy of an item from
  * a stale one (an item re-put elsewhere while a copy still waits here).
  * Every put claims a distinct ring index, counted from 0 (below 2^48).
- * put_at stores tag | index into *pos (relaxed) after claiming the slot and
- * before publishing it (P1); take_at returns the index of the slot taken.
+ * put_at stores tag | (index << KWQ_RING_POS_SHIFT) into *pos (relaxed)
+ * after claiming the slot and before publishing it (P1), so a caller can
+ * keep a few bits of its own beside the position in one word; take_at
+ * returns the index of the slot taken.
  * A consumer that takes an item therefore reads, through the item, the
  * position of this put or of a later one.
  */
+#define KWQ_RING_POS_SHIFT 3
+
 int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag);
 void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos);
 

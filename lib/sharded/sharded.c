@@ -44,21 +44,29 @@
  * dirty one remembers dprio, the highest priority asked since its get, and
  * done queues it with that.  A queued entry re-added with a higher priority
  * moves to the tail of that lane (controller-runtime): the add puts a new
- * copy there and leaves the old copy where it is, stale.  Each entry keeps
- * pos, the lane tag and ring index of its current copy, which the put
- * stores before it publishes the slot (P3: ring_put_at).  A get that takes
- * a copy whose position is pos and wins the CAS QUEUED -> HELD has the
- * entry; any other copy is stale and is dropped.  The fast path needs no
- * lock; a mismatch is settled under the shard lock, where every put
- * happens, so pos cannot be mid-change there.  Positions are unique (a
- * ring index is never reused; the tag names the lane), so a stale copy is
- * never mistaken for a current one, however often the key is re-queued.
- * entry.stale counts its stale copies: a sweep never frees an entry a
- * lane still points to; s->stale, their sum, is taken off kwq_len.
+ * copy there and leaves the old copy where it is, stale.  The entry's
+ * state word holds, above the state bits, the position of its current copy
+ * (lane tag and ring index), and a put stores QUEUED with the new position
+ * in one store before it publishes the slot (P3: ring_put_at).  A get
+ * that takes a copy wins the entry with one CAS from exactly what that
+ * copy's put stored (QUEUED at this position) to HELD: no separate load of
+ * the position can be stale, and a copy that is not current, or an entry
+ * that is not QUEUED, fails the CAS; the get then settles it under the
+ * shard lock, where every put happens, and drops a stale copy.  Positions
+ * are unique (a ring index is never reused; the tag names the lane), so a
+ * stale copy is never mistaken for a current one, however often the key
+ * is re-queued.  entry.stale counts its stale copies: a sweep never frees
+ * an entry a lane still points to; s->stale, their sum, is taken off
+ * kwq_len.  While a raise puts the new copy the entry is MOVING (its H1
+ * CAS), so a get holding the old copy cannot win it in between.  (A first
+ * version kept the position in a word of its own and loaded it before the
+ * CAS: the load could return an old position and a stale copy could win a
+ * re-queued entry through a relaxed store, with no happens-before; the
+ * delay stress under TSan caught it.)
  *
  * Who changes what:
- *   - add and done change state, qprio, dprio, pos and stale only under
- *     the shard lock;
+ *   - add and done change the state word, qprio, dprio and stale only
+ *     under the shard lock;
  *   - get changes QUEUED -> HELD with a CAS (H2) without the lock on its
  *     fast path; of two copies of one entry only one CAS wins;
  *   - the lanes are touched by add and done (put, under the shard lock)
@@ -66,8 +74,8 @@
  *
  * Invariants (on a quiescent queue; "under lock" also while running):
  *   I1 an entry has a current copy in a lane iff its state is QUEUED:
- *      the copy at pos, in the lane of qprio; its other copies (stale
- *      of them) are behind no guarantee and are dropped when taken;
+ *      the copy at the position in its state word, in the lane of qprio;
+ *      its other copies are stale and are dropped when taken;
  *   I2 an entry is in its shard's set from its first add until a sweep
  *      frees it, and a sweep frees only ABSENT entries (under lock): no
  *      pointer to a freed entry survives in the ring or in a handle;
@@ -120,10 +128,11 @@
  *      store release): everything under a shard lock.
  *   H1 add's CAS QUEUED->QUEUED (acq_rel) pairs with H2, get's CAS
  *      QUEUED->HELD (acq_rel): coalesced add -> covering get.
- *   P3 the put's relaxed store of pos is ordered before the slot's
- *      publication (P1, seq_cst) and read after the take's A1: the taker
- *      sees this put's position or a later one (a later one sends it to
- *      the locked path).
+ *   M1 a raise whose put failed stores QUEUED at the old copy (release),
+ *      pairing with H2 as a put's store does through the slot.
+ *   P3 the put's relaxed store of the state word (QUEUED, position) is
+ *      ordered before the slot's publication (P1, seq_cst); a taker reads
+ *      it after A1, so its CAS sees this store or a later one.
  *   R1 publishing a new lane set (release) pairs with A1 (its acquire
  *      loads in lane_find, take, pending_cb, len): the lanes are built.
  *   D1 drain: remaining-- (acq_rel) pairs with D2 (drainer's load,
@@ -139,11 +148,12 @@
  *     touches (I1);
  *   - q->shutdown is read with acquire by kwq_shutting_down and changed
  *     under shutdown_lock; shard.closed is a plain field under its lock;
- *   - qprio and pos are written under the lock and read by get without
- *     it: pos is checked against the taken position (P3, and the lock on
- *     a mismatch); qprio is read after the get's winning CAS, so it is
- *     the value its put published (P1) or a raise's, either of which is a
- *     priority the item was queued with;
+ *   - the put's store of the state word (P3) is relaxed: the only get
+ *     whose CAS can match it holds that copy's slot, acquired (A1) from
+ *     the publication that follows the store;
+ *   - qprio is written under the lock and read by get after its winning
+ *     CAS, so it is the value its put published (P1) or a raise's, either
+ *     of which is a priority the item was queued with;
  *   - s->stale only feeds kwq_len's snapshot.
  *
  * Shard lock: a test-and-test-and-set spinlock on a C11 atomic with
@@ -253,6 +263,7 @@ enum {
 	ST_QUEUED = 1,
 	ST_HELD = 2,
 	ST_HELD_DIRTY = 3,
+	ST_MOVING = 4, /* QUEUED, being raised to another lane (under lock) */
 };
 
 /*
@@ -261,13 +272,28 @@ enum {
  * ending in a flexible array as a member, hence the offset.)
  */
 struct entry {
-	_Atomic uint64_t pos;  /* lane tag | ring index of its current copy (P3) */
-	_Atomic uint32_t state;
+	_Atomic uint64_t state; /* ST_* in the low bits; above them the lane
+				   tag and ring index of its current copy */
 	_Atomic int32_t qprio; /* priority it is queued with (written under lock) */
 	int32_t dprio;         /* HELD|DIRTY: priority to re-queue with (under lock) */
 	unsigned stale : 31;   /* stale copies of it in the lanes (under lock) */
 	unsigned aged : 1;     /* ABSENT through a whole sweep interval (under lock) */
 };
+
+#define ST_MASK ((UINT64_C(1) << KWQ_RING_POS_SHIFT) - 1)
+
+static inline uint32_t state_get(struct entry *e)
+{
+	return (uint32_t)(atomic_load_explicit(&e->state, memory_order_relaxed) & ST_MASK);
+}
+
+/* Under the shard lock, on an entry no get can change (ABSENT or HELD*):
+ * the position bits stay. */
+static inline void state_set(struct entry *e, uint32_t st)
+{
+	uint64_t w = atomic_load_explicit(&e->state, memory_order_relaxed);
+	atomic_store_explicit(&e->state, (w & ~ST_MASK) | st, memory_order_relaxed);
+}
 
 /* With the 16-byte item head, a short key fits a 64-byte malloc chunk. */
 static_assert(sizeof(struct entry) == 24, "entry header: 24 bytes");
@@ -326,8 +352,9 @@ struct lane {
 	uint64_t tag;
 };
 
-#define LANE_TAG_SHIFT 48
-#define LANES_MAX 65535u
+/* Lane index above the ring index (48 bits) and the state bits. */
+#define LANE_TAG_SHIFT (48 + KWQ_RING_POS_SHIFT)
+#define LANES_MAX ((1u << (64 - LANE_TAG_SHIFT)) - 1)
 
 /* The lanes in use, highest priority first; replaced whole when a lane is
  * added (readers never see a partial one), old sets kept until destroy. */
@@ -589,7 +616,7 @@ static struct lane *lane_get(struct sharded_queue *s, int prio)
 		goto out;
 	}
 	nl->prio = prio;
-	nl->tag = (uint64_t)n << LANE_TAG_SHIFT;
+	nl->tag = (uint64_t)n << LANE_TAG_SHIFT | ST_QUEUED;
 	/* highest priority first */
 	unsigned j = 0;
 	if (old == NULL) {
@@ -627,25 +654,27 @@ out:
  */
 static int lane_put(struct lane *l, struct entry *e)
 {
-	uint64_t old = atomic_load_explicit(&e->pos, memory_order_relaxed);
-	if (kwq__ring_put_at(&l->ring, e, &e->pos, l->tag) != 0) {
-		atomic_store_explicit(&e->pos, old, memory_order_relaxed);
+	uint64_t old = atomic_load_explicit(&e->state, memory_order_relaxed);
+	/* The put stores QUEUED and the new position in one word (P3). */
+	if (kwq__ring_put_at(&l->ring, e, &e->state, l->tag) != 0) {
+		atomic_store_explicit(&e->state, old, memory_order_relaxed);
 		return -ENOMEM;
 	}
 	return 0;
 }
 
 /*
- * A copy taken from a lane is current when its position is the entry's
- * pos and the entry is QUEUED.  A stale copy (its entry was raised to a
+ * A copy taken from a lane is current when the entry's state word is
+ * QUEUED at the copy's position.  A stale copy (its entry was raised to a
  * higher lane, or got through the other copy) is dropped.
  *
- * Fast path, no lock: pos matches (P3: the put stored it before publishing
- * the slot, which the take acquired) and the CAS QUEUED -> HELD wins (H2).
- * Otherwise decide under the shard lock, where every put happens, so pos
- * and the state are settled: a copy that is the current one and QUEUED is
- * taken; any other is stale and dropped (stale-- for the raise that left
- * it, or for the copy that lost the CAS to another copy).
+ * Fast path, no lock: the CAS from QUEUED-at-this-position to HELD wins
+ * (H2; P3: the put stored that word before publishing the slot, which the
+ * take acquired).  Otherwise decide under the shard lock, where every put
+ * happens, so the word is settled (never MOVING there): the same CAS
+ * either takes the current copy or shows it stale, and a stale one is
+ * dropped (stale-- for the raise that left it, or for the copy that lost
+ * the CAS to another copy).
  */
 static struct entry *take_lane(struct sharded_queue *s, struct lane *l)
 {
@@ -654,22 +683,22 @@ static struct entry *take_lane(struct sharded_queue *s, struct lane *l)
 		struct entry *e = kwq__ring_take_at(&l->ring, &p);
 		if (e == NULL)
 			return NULL;
-		p |= l->tag;
-		uint32_t st = ST_QUEUED;
-		if (atomic_load_explicit(&e->pos, memory_order_relaxed) == p &&
-		    /* H2: pairs with H1. */
-		    atomic_compare_exchange_strong_explicit(&e->state, &st, ST_HELD,
+		/* This copy is current and QUEUED iff the word is exactly
+		 * what its put stored: one CAS checks both. */
+		const uint64_t queued = l->tag | p << KWQ_RING_POS_SHIFT;
+		const uint64_t held = (queued & ~ST_MASK) | ST_HELD;
+		uint64_t w = queued;
+		/* H2: pairs with H1. */
+		if (atomic_compare_exchange_strong_explicit(&e->state, &w, held,
 							    memory_order_acq_rel,
 							    memory_order_relaxed))
 			return e;
 
 		struct shard *sh = shard_of(s, item_of(e)->hash);
 		shard_lock(sh);
-		bool current = atomic_load_explicit(&e->pos, memory_order_relaxed) == p;
-		st = ST_QUEUED;
-		if (current &&
-		    /* H2 */
-		    atomic_compare_exchange_strong_explicit(&e->state, &st, ST_HELD,
+		w = queued;
+		/* H2 */
+		if (atomic_compare_exchange_strong_explicit(&e->state, &w, held,
 							    memory_order_acq_rel,
 							    memory_order_relaxed)) {
 			shard_unlock(sh);
@@ -771,7 +800,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 		goto free_s;
 	}
 	s->lane0.prio = 0;
-	s->lane0.tag = 0;
+	s->lane0.tag = ST_QUEUED;
 	atomic_init(&s->lanes, NULL);
 	pthread_mutex_init(&s->lanes_lock, NULL);
 	atomic_init(&s->stale, 0);
@@ -844,7 +873,7 @@ static void sweep(struct sharded_queue *s, struct shard *sh)
 
 	while (ck_hs_next(&sh->set, &it, &obj)) {
 		struct entry *e = entry_of(obj);
-		if (atomic_load_explicit(&e->state, memory_order_relaxed) != ST_ABSENT ||
+		if (state_get(e) != ST_ABSENT ||
 		    e->stale != 0) /* a lane still points to it */
 			continue;
 		if (e->aged) {
@@ -891,9 +920,8 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 			rc = -ENOMEM;
 			goto out;
 		}
-		atomic_init(&e->state, ST_QUEUED);
+		atomic_init(&e->state, ST_ABSENT); /* lane_put makes it QUEUED */
 		atomic_init(&e->qprio, prio);
-		atomic_init(&e->pos, UINT64_MAX);
 		if (!ck_hs_put(&sh->set, (unsigned long)k->hash, item_of(e))) {
 			entry_free(s, e);
 			rc = -ENOMEM;
@@ -911,13 +939,11 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 		goto out;
 	}
 
-	uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
-	switch (st) {
+	uint64_t w = atomic_load_explicit(&e->state, memory_order_relaxed);
+	switch ((uint32_t)(w & ST_MASK)) {
 	case ST_ABSENT:
-		atomic_store_explicit(&e->state, ST_QUEUED, memory_order_relaxed);
 		atomic_store_explicit(&e->qprio, prio, memory_order_relaxed);
-		if (lane_put(lane, e) != 0) {
-			atomic_store_explicit(&e->state, ST_ABSENT, memory_order_relaxed);
+		if (lane_put(lane, e) != 0) { /* it put the word back */
 			rc = -ENOMEM;
 			goto out;
 		}
@@ -927,32 +953,44 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 		count_add(s, sh, e);
 		put = true;
 		break;
-	case ST_QUEUED:
+	case ST_QUEUED: {
+		int32_t was = atomic_load_explicit(&e->qprio, memory_order_relaxed);
+		/*
+		 * A raise parks the entry in MOVING while it puts the new copy,
+		 * so that no get can win the old copy in between (a get that
+		 * read the old position before the put changed it would
+		 * otherwise hold the entry while the new copy stays current).
+		 */
+		const uint64_t queued = w;
+		const uint64_t to = prio > was ? (w & ~ST_MASK) | ST_MOVING : w;
 		KWQ_YIELD();
 		/* H1: pairs with H2.  Fails only if a get took it meanwhile. */
-		if (atomic_compare_exchange_strong_explicit(&e->state, &st, ST_QUEUED,
+		if (atomic_compare_exchange_strong_explicit(&e->state, &w, to,
 							    memory_order_acq_rel,
 							    memory_order_relaxed)) {
-			int32_t was = atomic_load_explicit(&e->qprio, memory_order_relaxed);
-			if (prio <= was)
+			if (to == queued)
 				break;
 			/* A raise: a new current copy at the tail of the higher
-			 * lane; the old copy is left stale (dropped when taken). */
+			 * lane (its put stores QUEUED with the new position);
+			 * the old copy is left stale (dropped when taken). */
 			atomic_store_explicit(&e->qprio, prio, memory_order_relaxed);
 			if (lane_put(lane, e) != 0) {
 				atomic_store_explicit(&e->qprio, was, memory_order_relaxed);
+				/* M1: pairs with H2: QUEUED again at the old copy. */
+				atomic_store_explicit(&e->state, queued, memory_order_release);
 				rc = -ENOMEM;
-				goto out;
+			} else {
+				e->stale++;
+				atomic_fetch_add_explicit(&s->stale, 1, memory_order_relaxed);
+				put = true;
 			}
-			e->stale++;
-			atomic_fetch_add_explicit(&s->stale, 1, memory_order_relaxed);
-			put = true;
 			break;
 		}
-		assert(st == ST_HELD);
+		}
+		assert((w & ST_MASK) == ST_HELD);
 		/* fall through: the get made it HELD */
 	case ST_HELD:
-		atomic_store_explicit(&e->state, ST_HELD_DIRTY, memory_order_relaxed);
+		state_set(e, ST_HELD_DIRTY);
 		e->dprio = prio;
 		count_add(s, sh, e);
 		break;
@@ -1007,13 +1045,13 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 	int rc = 0;
 
 	shard_lock(sh);
-	uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+	uint32_t st = state_get(e);
 	if (s->metrics != NULL && (st == ST_HELD || st == ST_HELD_DIRTY))
 		kwq__metrics_on_done(metrics_of(s, sh), kwq_clock_now(q->clock) -
 				     atomic_load_explicit(&times_of(e)->get_ns,
 							  memory_order_relaxed));
 	if (st == ST_HELD) {
-		atomic_store_explicit(&e->state, ST_ABSENT, memory_order_relaxed);
+		state_set(e, ST_ABSENT);
 		sh->live--;
 		sh->cached++;
 		if (sh->closed) {
@@ -1026,10 +1064,8 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 			sweep(s, sh);
 	} else if (st == ST_HELD_DIRTY) {
 		struct lane *lane = lane_get(s, e->dprio);
-		atomic_store_explicit(&e->state, ST_QUEUED, memory_order_relaxed);
 		atomic_store_explicit(&e->qprio, e->dprio, memory_order_relaxed);
-		if (lane == NULL || lane_put(lane, e) != 0) {
-			atomic_store_explicit(&e->state, ST_HELD_DIRTY, memory_order_relaxed);
+		if (lane == NULL || lane_put(lane, e) != 0) { /* still HELD|DIRTY */
 			rc = -ENOMEM;
 		} else {
 			put = true;
@@ -1056,7 +1092,7 @@ static int sharded_state(struct kwq *q, const struct kwq_key *k)
 	shard_lock(sh);
 	struct entry *e = shard_find(sh, k);
 	if (e != NULL)
-		st = atomic_load_explicit(&e->state, memory_order_relaxed);
+		st = state_get(e);
 	shard_unlock(sh);
 	switch (st) {
 	case ST_QUEUED:
@@ -1144,7 +1180,7 @@ static void sharded_metrics(struct kwq *q, struct kwq_metrics *out, int64_t now)
 		if (sh->live != 0) {
 			while (ck_hs_next(&sh->set, &it, &obj)) {
 				struct entry *e = entry_of(obj);
-				uint32_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+				uint32_t st = state_get(e);
 				if (st == ST_HELD || st == ST_HELD_DIRTY)
 					kwq__metrics_held(out, now, atomic_load_explicit(
 						&times_of(e)->get_ns, memory_order_relaxed));
