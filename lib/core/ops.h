@@ -27,14 +27,6 @@ struct kwq_delay;
 struct kwq_metrics;
 struct kwq__retry_stripe;
 
-/* An item's state as kwq_ops.state reports it. */
-enum kwq__state {
-	KWQ__ABSENT,
-	KWQ__QUEUED,
-	KWQ__HELD,
-	KWQ__HELD_DIRTY,
-};
-
 /* The part of every queue the core owns. */
 struct kwq {
 	const struct kwq_ops *ops;
@@ -87,9 +79,16 @@ struct kwq_ops {
 
 	size_t (*len)(struct kwq *q);
 
-	/* The key's state now (enum kwq__state): a snapshot for deciding
-	 * whether a delayed add is already due. */
-	int (*state)(struct kwq *q, const struct kwq_key *key);
+	/*
+	 * A delayed add of a key that may already be due: if the key is
+	 * queued or held+dirty, apply the priority exactly as add would
+	 * (raise a queued item, remember it for a held+dirty one) and return
+	 * 1; if it is absent or held, change nothing and return 0 (the
+	 * caller then makes it wait).  One critical section decides, so an
+	 * item handed out meanwhile is never turned dirty.  Or -ESHUTDOWN,
+	 * -ENOMEM.
+	 */
+	int (*absorb)(struct kwq *q, const struct kwq_key *key, int priority);
 
 	/*
 	 * Named queues only (q->name != NULL): add the implementation's

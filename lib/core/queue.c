@@ -146,13 +146,9 @@ static int add_delayed(kwq_t *q, const struct kwq_key *k, int64_t delay_ns, int 
 		return -ESHUTDOWN;
 	/* A queued or held+dirty item is already due: the delayed add is
 	 * absorbed, except that it may raise the priority. */
-	switch (q->ops->state(q, k)) {
-	case KWQ__QUEUED:
-	case KWQ__HELD_DIRTY:
-		return prio > 0 ? q->ops->add(q, k, prio) : 0;
-	default:
-		break;
-	}
+	int rc = q->ops->absorb(q, k, prio);
+	if (rc != 0)
+		return rc < 0 ? rc : 0;
 	int64_t ready = kwq__sat_add(kwq_clock_now(q->clock), delay_ns);
 	return kwq__delay_add(q, k, ready, prio);
 }

@@ -265,7 +265,11 @@ static bool is_empty(const struct mutex_queue *m)
 	return m->count == 0 && ck_hs_count((ck_hs_t *)&m->processing) == 0;
 }
 
-static int mutex_add(struct kwq *q, const struct kwq_key *k, int prio)
+/*
+ * kwq_add with a priority; with due_only, only an item already due (queued
+ * or held+dirty) is touched, and 1 says it was (see kwq_ops.absorb).
+ */
+static int add_impl(struct kwq *q, const struct kwq_key *k, int prio, bool due_only)
 {
 	struct mutex_queue *m = mq(q);
 	struct kwq__probe probe;
@@ -296,8 +300,11 @@ static int mutex_add(struct kwq *q, const struct kwq_key *k, int prio)
 			fifo_unlink(m, e);
 			fifo_push(m, e, prio); /* the level exists: cannot fail */
 		}
+		rc = due_only;
 		goto out;
 	}
+	if (due_only)
+		goto out; /* absent or held: not due */
 
 	it = set_get(&m->processing, &probe);
 	bool held = it != NULL;
@@ -336,6 +343,16 @@ static int mutex_add(struct kwq *q, const struct kwq_key *k, int prio)
 out:
 	pthread_mutex_unlock(&m->lock);
 	return rc;
+}
+
+static int mutex_add(struct kwq *q, const struct kwq_key *k, int prio)
+{
+	return add_impl(q, k, prio, false);
+}
+
+static int mutex_absorb(struct kwq *q, const struct kwq_key *k, int prio)
+{
+	return add_impl(q, k, prio, true);
 }
 
 static void deadline_timespec(int64_t deadline, struct timespec *ts)
@@ -432,21 +449,6 @@ static size_t mutex_len(struct kwq *q)
 	return n;
 }
 
-static int mutex_state(struct kwq *q, const struct kwq_key *k)
-{
-	struct mutex_queue *m = mq(q);
-	struct kwq__probe probe;
-
-	kwq__item_probe(&probe, k);
-	pthread_mutex_lock(&m->lock);
-	bool dirty = set_get(&m->dirty, &probe) != NULL;
-	bool processing = set_get(&m->processing, &probe) != NULL;
-	pthread_mutex_unlock(&m->lock);
-	if (processing)
-		return dirty ? KWQ__HELD_DIRTY : KWQ__HELD;
-	return dirty ? KWQ__QUEUED : KWQ__ABSENT;
-}
-
 static void mutex_metrics(struct kwq *q, struct kwq_metrics *out, int64_t now)
 {
 	struct mutex_queue *m = mq(q);
@@ -495,7 +497,7 @@ const struct kwq_ops kwq__mutex_ops = {
 	.get = mutex_get,
 	.done = mutex_done,
 	.len = mutex_len,
-	.state = mutex_state,
+	.absorb = mutex_absorb,
 	.metrics = mutex_metrics,
 	.shutdown = mutex_shutdown,
 	.shutting_down = mutex_shutting_down,

@@ -897,7 +897,11 @@ static void sweep(struct sharded_queue *s, struct shard *sh)
 		ck_hs_gc(&sh->set, 0, 0);
 }
 
-static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
+/*
+ * kwq_add with a priority; with due_only, only an entry already due
+ * (QUEUED or HELD|DIRTY) is touched, and 1 says it was (kwq_ops.absorb).
+ */
+static int add_impl(struct kwq *q, const struct kwq_key *k, int prio, bool due_only)
 {
 	struct sharded_queue *s = sq(q);
 	struct shard *sh = shard_of(s, k->hash);
@@ -914,6 +918,8 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 		goto out;
 	}
 	e = shard_find(sh, k);
+	if (e == NULL && due_only)
+		goto out; /* absent: not due */
 	if (e == NULL) {
 		e = entry_new(s, k);
 		if (e == NULL) {
@@ -942,6 +948,8 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 	uint64_t w = atomic_load_explicit(&e->state, memory_order_relaxed);
 	switch ((uint32_t)(w & ST_MASK)) {
 	case ST_ABSENT:
+		if (due_only)
+			break;
 		atomic_store_explicit(&e->qprio, prio, memory_order_relaxed);
 		if (lane_put(lane, e) != 0) { /* it put the word back */
 			rc = -ENOMEM;
@@ -968,6 +976,7 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 		if (atomic_compare_exchange_strong_explicit(&e->state, &w, to,
 							    memory_order_acq_rel,
 							    memory_order_relaxed)) {
+			rc = due_only;
 			if (to == queued)
 				break;
 			/* A raise: a new current copy at the tail of the higher
@@ -990,6 +999,8 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 		assert((w & ST_MASK) == ST_HELD);
 		/* fall through: the get made it HELD */
 	case ST_HELD:
+		if (due_only)
+			break;
 		state_set(e, ST_HELD_DIRTY);
 		e->dprio = prio;
 		count_add(s, sh, e);
@@ -997,6 +1008,7 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 	default: /* HELD|DIRTY: the lock orders us before done */
 		if (prio > e->dprio)
 			e->dprio = prio;
+		rc = due_only;
 		break;
 	}
 out:
@@ -1004,6 +1016,16 @@ out:
 	if (put)
 		kwq__park_notify(&s->park);
 	return rc;
+}
+
+static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
+{
+	return add_impl(q, k, prio, false);
+}
+
+static int sharded_absorb(struct kwq *q, const struct kwq_key *k, int prio)
+{
+	return add_impl(q, k, prio, true);
 }
 
 static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
@@ -1079,31 +1101,6 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 	if (last)
 		drain_wake(s);
 	return rc;
-}
-
-/* A snapshot under the shard lock; get's lock-free QUEUED -> HELD may
- * follow it at once, which a caller deciding on a delayed add tolerates. */
-static int sharded_state(struct kwq *q, const struct kwq_key *k)
-{
-	struct sharded_queue *s = sq(q);
-	struct shard *sh = shard_of(s, k->hash);
-	uint32_t st = ST_ABSENT;
-
-	shard_lock(sh);
-	struct entry *e = shard_find(sh, k);
-	if (e != NULL)
-		st = state_get(e);
-	shard_unlock(sh);
-	switch (st) {
-	case ST_QUEUED:
-		return KWQ__QUEUED;
-	case ST_HELD:
-		return KWQ__HELD;
-	case ST_HELD_DIRTY:
-		return KWQ__HELD_DIRTY;
-	default:
-		return KWQ__ABSENT;
-	}
 }
 
 /* Copies in the lanes less the stale ones: exact when quiescent. */
@@ -1203,7 +1200,7 @@ const struct kwq_ops kwq__sharded_ops = {
 	.get = sharded_get,
 	.done = sharded_done,
 	.len = sharded_len,
-	.state = sharded_state,
+	.absorb = sharded_absorb,
 	.metrics = sharded_metrics,
 	.shutdown = sharded_shutdown,
 	.shutting_down = sharded_shutting_down,
