@@ -60,6 +60,8 @@
 
 #include <kwq.h>
 
+#include "row.h"
+
 #define MS 1000000LL
 #define SEC 1000000000LL
 #define MAX_DELAY_NS (5 * MS)
@@ -609,14 +611,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	o.row = argv[1];
-	if (strcmp(o.row, "mutex") == 0)
-		o.impl = KWQ_IMPL_MUTEX;
-	else if (strcmp(o.row, "sharded") == 0)
-		o.impl = KWQ_IMPL_SHARDED;
-	else {
-		fprintf(stderr, "unknown row %s\n", o.row);
+	if (!stress_row(o.row, &o.impl))
 		return 2;
-	}
 	for (int i = 2; i < argc; i += 2) {
 		if (i + 1 >= argc) {
 			fprintf(stderr, "option %s needs a value\n", argv[i]);

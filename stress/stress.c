@@ -43,6 +43,8 @@
 
 #include <kwq.h>
 
+#include "row.h"
+
 struct opts {
 	enum kwq_impl impl;
 	const char *row;
@@ -391,14 +393,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	o.row = argv[1];
-	if (strcmp(o.row, "mutex") == 0)
-		o.impl = KWQ_IMPL_MUTEX;
-	else if (strcmp(o.row, "sharded") == 0)
-		o.impl = KWQ_IMPL_SHARDED;
-	else {
-		fprintf(stderr, "unknown row %s\n", o.row);
+	if (!stress_row(o.row, &o.impl))
 		return 2;
-	}
 	for (int i = 2; i < argc; i += 2) {
 		if (strcmp(argv[i], "--prio") == 0) {
 			o.prio = true;
