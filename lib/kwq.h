@@ -197,8 +197,13 @@ KWQ_API void kwq_free(kwq_t *q);
  *   held       -> held+dirty (queued again at the tail on kwq_done)
  *   held+dirty -> unchanged
  *
+ * A waiting key (kwq_add_after) is added with the wait's priority if that
+ * is higher, and the wait is cancelled.
+ *
  * The key bytes are copied.  Thread-safe; never blocks on other callers for
- * longer than a short critical section; never fails for capacity.
+ * longer than a short critical section (while delayed adds are pending, the
+ * timer thread's: it takes what the timer has not yet taken, to see the
+ * key's wait); never fails for capacity.
  *
  * Returns 0, or -EINVAL (q NULL, key NULL with len > 0, len > KWQ_KEY_MAX),
  * -ESHUTDOWN (the queue is shutting down; nothing changes), -ENOMEM.
@@ -296,7 +301,8 @@ KWQ_API bool kwq_shutting_down(kwq_t *q);
  *
  * Waiting items are not counted by kwq_len().  Items due at once are added
  * in ready-time order, equal times in the order of the calls that set them.
- * A kwq_add() of a waiting key adds it now and cancels the wait.  Shutdown
+ * A kwq_add() of a waiting key adds it now, with the wait's priority if
+ * that is higher (kwq_add_with), and cancels the wait.  Shutdown
  * drops every waiting add (and frees it).
  *
  * Never blocks: the request reaches the queue's timer thread through a

@@ -38,7 +38,7 @@ enum diff_quirk {
 
 /* The quirks the library is known to have today (differential.c also runs
  * the strict model, as a TAP TODO, while this is not 0). */
-#define DIFF_KNOWN_QUIRKS DIFF_QUIRK_ADD_DROPS_WAIT_PRIO
+#define DIFF_KNOWN_QUIRKS 0u
 
 enum diff_mutation {
 	DIFF_MUT_NONE = 0,

@@ -119,13 +119,19 @@ void kwq_free(kwq_t *q)
 	free(name);
 }
 
-/* An immediate add; it cancels a pending delayed add of the key, and a
- * queue that never delayed anything pays one load for that. */
+/* An immediate add.  Once the queue has delays, it also takes a waiting
+ * key's priority and cancels its wait (lib/delay/delay.c, "immediate
+ * adds"); a queue that never delayed anything pays two loads for that. */
 static int add_now(kwq_t *q, const struct kwq_key *k, int prio)
 {
+	/* A1 pairs with R3 in delay.c */
+	if (atomic_load_explicit(&q->delay, memory_order_acquire) != NULL)
+		return kwq__delay_add_now(q, k, prio);
 	int rc = q->ops->add(q, k, prio);
-	if (rc == 0 && atomic_load_explicit(&q->delay, memory_order_relaxed) != NULL)
-		kwq__delay_cancel(q, k);
+	/* The queue's first delayed add may have begun meanwhile: it stores
+	 * q->delay before its absorb, so this second read cannot miss it. */
+	if (rc == 0 && atomic_load_explicit(&q->delay, memory_order_acquire) != NULL)
+		kwq__delay_settle(q, k);
 	return rc;
 }
 
@@ -144,13 +150,7 @@ static int add_delayed(kwq_t *q, const struct kwq_key *k, int64_t delay_ns, int 
 		return add_now(q, k, prio);
 	if (q->ops->shutting_down(q))
 		return -ESHUTDOWN;
-	/* A queued or held+dirty item is already due: the delayed add is
-	 * absorbed, except that it may raise the priority. */
-	int rc = q->ops->absorb(q, k, prio);
-	if (rc != 0)
-		return rc < 0 ? rc : 0;
-	int64_t ready = kwq__sat_add(kwq_clock_now(q->clock), delay_ns);
-	return kwq__delay_add(q, k, ready, prio);
+	return kwq__delay_add(q, k, delay_ns, prio);
 }
 
 /* An accepted retry of a named queue (client-go counts it in AddAfter);

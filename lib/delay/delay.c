@@ -1,51 +1,97 @@
 /*
- * delay.c - delayed adds: one timer thread per queue, a min-heap on
- * (ready time, call sequence) with a per-key index, and a wait-free inbox.
+ * delay.c - delayed adds: one timer thread per queue, a timeline of
+ * (ready time, sequence) entries with a per-key index, a wait-free inbox,
+ * and a consumer lock that an immediate add can take to see the waits.
  *
- * Callers never touch the heap.  kwq_add_after() (and a kwq_add() that must
- * cancel a delayed add) allocates a request and appends it to a liburcu
- * wait-free concurrent queue (cds_wfcq): an exchange on the tail and a
- * store, no lock, no retry loop.  The timer thread is the only consumer: it
- * splices the inbox out, applies each request to the heap and the index,
- * adds what is due through the implementation's add, and sleeps until the
- * earliest ready time or until a request moves that time earlier.
+ * ---------------------------------------------------------------- parts
  *
- * Rules (API.md), applied by the timer thread in request order:
+ * request   one per kwq_add_after() that is not absorbed: the key, its
+ *           ready time and priority.  One allocation, the inbox node too.
+ * inbox     liburcu's wait-free cds_wfcq: kwq_add_after() appends its
+ *           request (an exchange and a store; no lock, no retry loop).
+ * consumer  everything behind the inbox: the index (key -> the waiting
+ *           request, ck_hs), the timeline (timeline.c: earliest first, a
+ *           FIFO run for ready times that arrive in order and a heap for
+ *           the rest), and taking requests out of the inbox.  Guarded by
+ *           `consumer`, a mutex the timer thread holds while it works and
+ *           drops while it sleeps.
+ *
+ * A delayed add never takes the consumer lock: the timer applies its
+ * request later, in order.  An immediate add takes it only while delayed
+ * adds are pending (pending != 0): it takes the inbox to the end itself,
+ * so the index is exact, and then adds with the wait's priority if that is
+ * higher and cancels the wait, in one critical section (API.md: a waiting
+ * item "keeps ... the higher priority", and an immediate add cancels the
+ * wait).  A queue that never delays, or has nothing waiting, pays two
+ * loads.
+ *
+ * ---------------------------------------------------------------- rules
+ *
+ * Applied under the consumer lock, in inbox order:
  *   - a key already waiting keeps the earlier ready time; a later one never
  *     pushes it back; the priority is the highest asked;
  *   - equal ready times fire in the order of the calls that set them: a
  *     request that moves a ready time earlier takes the request's sequence;
- *   - a cancel (an immediate add of the key) drops the waiting add.
- * The caller decides absorption (the key is queued or held+dirty, so
- * already due) before it sends anything.
+ *   - the caller decides absorption (the key is queued or held+dirty, so
+ *     already due) before it appends anything.
  *
- * Sleeping and waking (a Dekker handshake on C11 seq_cst atomics, so that
- * ThreadSanitizer sees it; liburcu 0.13's own atomics are inline asm):
+ * Lazy deletion: a waiting request whose ready time moves earlier gets a
+ * new timeline entry and its old one goes stale; a cancelled one leaves
+ * its entries stale.  An entry is valid iff its seq is its request's
+ * sched_seq; refs counts the entries pointing at a request, which is freed
+ * when it is out of the index and refs is 0.  Stale entries are popped
+ * when they surface and compacted away when they outnumber the rest.
  *
- *   caller:  enqueue; enqueued++ (S1); read sleep_until (S2);
+ * ---------------------------------------------------------------- pending
+ *
+ * pending = added - retired: requests appended and not yet fired, merged,
+ * cancelled or dropped.  kwq__delay_add() counts one in `added` before its
+ * absorb (and takes it back if absorbed); the consumer counts `retired`.
+ * Two counters on two lines, so a caller's count does not pull the line
+ * the timer writes for every fire.  An immediate add that
+ * saw pending == 0 adds without the lock and reads pending again after
+ * (and queue.c reads q->delay again, for the queue's first delayed add).
+ * The second read cannot miss a delayed add that its add missed: that one
+ * counted before its absorb, and absorb and ops->add are critical sections
+ * of the same implementation lock; if absorb came first, its count happens
+ * before the second read, which then settles the key under the consumer
+ * lock (cancels the wait, applies its priority through ops->absorb); if
+ * ops->add came first, absorb saw the key queued and nothing waits.
+ *
+ * ---------------------------------------------------------------- sleeping
+ *
+ * A Dekker handshake on C11 seq_cst atomics (so that ThreadSanitizer sees
+ * it; liburcu 0.13's own atomics are inline asm):
+ *
+ *   caller:  append; enqueued++ (S1); read sleep_until (S2);
  *            if ready < sleep_until: wake++ (W1), futex wake
- *   timer:   w = wake (W2); consume inbox; fire; sleep_until = next (S3);
- *            read enqueued (S4): unchanged since consumed -> futex_wait(w)
+ *   timer:   w = wake (W2); lock; take the inbox; fire; sleep_until =
+ *            next (S3); unlock; read enqueued (S4): all taken -> futex_wait(w)
  *
  *   S1..S4 are seq_cst: either the timer's S4 sees the caller's S1 and
  *   loops, or the caller's S2 sees S3 and wakes it.  Reading w before
- *   consuming closes the window between the check and the sleep: any wake
- *   after W2 makes futex_wait return at once.  A fake clock's step bumps
- *   wake the same way (through kwq__clock_watch), so a timer on a fake
- *   clock sleeps with no timeout.
+ *   taking closes the window between the check and the sleep: any wake
+ *   after W2 makes futex_wait return at once.  An immediate add that takes
+ *   the inbox may move the earliest ready time: it compares it with
+ *   sleep_until under the lock (the timer publishes under it too) and
+ *   wakes the timer when it is earlier.  A fake clock's step bumps wake the
+ *   same way (kwq__clock_watch), so a timer on a fake clock sleeps with no
+ *   timeout.
  *
- * The request's contents reach the timer through the inbox, which TSan
+ * The request's contents reach the consumer through the inbox, which TSan
  * cannot see: __tsan_release/__tsan_acquire on the request make that edge
  * visible (R1 pairs with R2).  Everything else is C11 atomics or pthread.
  *
- * Memory: a request is freed by the timer thread when it fires, merges into
- * an earlier request of its key, cancels, or is dropped by shutdown; what
- * is left when the thread stops is freed by kwq__delay_free().
+ * Memory: a request is freed under the consumer lock when it fires,
+ * merges into an earlier request of its key, is cancelled or dropped by
+ * shutdown, and its last timeline entry is gone; what is left when the
+ * thread stops is freed by kwq__delay_free().
  */
 #include "delay.h"
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -58,7 +104,7 @@
 
 #include "../core/clock.h"
 #include "../core/ops.h"
-#include "heap.h"
+#include "timeline.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define KWQ_TSAN 1
@@ -78,7 +124,8 @@ void __tsan_release(void *addr);
 #define tsan_release(p) ((void)(p))
 #endif
 
-enum req_kind { REQ_ADD, REQ_CANCEL };
+#define STALE_SLACK 64      /* compaction: stale > live + this */
+#define RETRY_NS 1000000    /* out of memory: try again in 1 ms */
 
 /*
  * A request is one allocation: this header, then at KEY_OFFSET the key as
@@ -86,9 +133,12 @@ enum req_kind { REQ_ADD, REQ_CANCEL };
  */
 struct req {
 	struct cds_wfcq_node link;
-	struct kwq__heap_node heap;
-	enum req_kind kind;
+	int64_t ready;
 	int priority;
+	/* consumer side */
+	bool indexed;                   /* the key's waiting request */
+	uint32_t refs;                  /* timeline entries pointing here */
+	uint64_t sched_seq;             /* seq of its valid entry; 0: none */
 };
 
 #define KEY_OFFSET \
@@ -109,23 +159,30 @@ struct kwq_delay {
 	kwq_clock_t *clock;             /* NULL: monotonic */
 	pthread_t thread;
 
-	/* inbox: many producers, the timer thread consumes */
+	/* inbox: many producers, whoever holds `consumer` takes */
 	struct __cds_wfcq_head head;
 	struct cds_wfcq_tail tail;
 
+	/* written by callers, per call */
+	_Atomic uint64_t added __attribute__((aligned(64))); /* see "pending" */
 	_Atomic uint64_t enqueued;      /* requests appended (S1) */
-	_Atomic int64_t sleep_until;    /* the timer's next deadline (S3) */
+	/* written by the consumer, per request */
+	_Atomic uint64_t retired __attribute__((aligned(64))); /* see "pending" */
+	_Atomic uint64_t consumed;      /* requests taken (under `consumer`) */
+	/* written by the timer, per loop */
+	_Atomic int64_t sleep_until __attribute__((aligned(64))); /* S3 */
 	_Atomic uint32_t wake;          /* futex word (W1/W2) */
 	_Atomic bool stop;
-	_Atomic long pending;           /* REQ_ADDs not yet fired or dropped */
 
 	struct kwq__clock_waiter watch; /* fake clocks: step wakes us */
 
-	/* timer thread only */
-	uint64_t consumed;
+	/* under `consumer` */
+	pthread_mutex_t consumer;
 	uint64_t seq;
-	struct kwq__heap heap;
+	struct kwq__timeline tl;
+	size_t stale;                   /* stale entries in tl */
 	ck_hs_t index;                  /* key -> waiting struct req */
+	bool stopped;                   /* dropped everything: shutdown */
 };
 
 static long futex(_Atomic uint32_t *uaddr, int op, uint32_t val,
@@ -145,116 +202,220 @@ static void clock_stepped(struct kwq__clock_waiter *w)
 	wake_timer(kwq__container_of(w, struct kwq_delay, watch));
 }
 
-static struct req *req_of_heap(struct kwq__heap_node *h)
+/* Under `consumer`: a request fired, merged, was cancelled or dropped.
+ * One writer at a time, so no RMW. */
+static void pending_sub(struct kwq_delay *d)
 {
-	return kwq__container_of(h, struct req, heap);
+	uint64_t r = atomic_load_explicit(&d->retired, memory_order_relaxed);
+	atomic_store_explicit(&d->retired, r + 1, memory_order_relaxed);
 }
 
-static struct req *req_new(const struct kwq_key *k, enum req_kind kind)
+/* A caller takes back its count (absorbed, or out of memory). */
+static void added_sub(struct kwq_delay *d)
 {
-	struct req *r = kwq__entry_new(KEY_OFFSET + sizeof(struct kwq_item), KEY_OFFSET, k);
-	if (r != NULL)
-		r->kind = kind;
-	return r;
+	atomic_fetch_sub_explicit(&d->added, 1, memory_order_relaxed);
 }
 
-static void post(struct kwq_delay *d, struct req *r)
+/*
+ * Whether a delayed add may be pending (P2).  retired is read first:
+ * a retirement seen is of an add already counted in the `added` read
+ * after it, so the difference never undercounts.
+ */
+static bool maybe_pending(struct kwq_delay *d)
 {
-	cds_wfcq_node_init(&r->link);
-	tsan_release(r); /* R1 pairs with R2 */
-	cds_wfcq_enqueue(&d->head, &d->tail, &r->link);
-	atomic_fetch_add(&d->enqueued, 1); /* S1 */
+	uint64_t r = atomic_load(&d->retired);
+	return atomic_load(&d->added) != r;
 }
 
-/* ------------------------------------------------------------ timer side */
+/* ------------------------------------------------------------ consumer */
 
-/* Apply one request to the heap and the index.  Frees what it absorbs. */
-static void apply(struct kwq_delay *d, struct req *r)
+static struct req *index_get(struct kwq_delay *d, const struct kwq_key *k)
+{
+	struct kwq__probe probe;
+	kwq__item_probe(&probe, k);
+	struct kwq_item *it = ck_hs_get(&d->index, (unsigned long)k->hash, &probe);
+	return it ? req_of_key(it) : NULL;
+}
+
+/* r leaves the index (fired, cancelled, dropped); its entries go stale. */
+static void unindex(struct kwq_delay *d, struct req *r)
+{
+	struct kwq_item *it = key_of(r);
+	ck_hs_remove(&d->index, (unsigned long)it->hash, it);
+	r->indexed = false;
+	if (r->sched_seq != 0) {
+		r->sched_seq = 0;
+		d->stale++;
+	}
+	if (r->refs == 0)
+		free(r);
+	pending_sub(d);
+}
+
+/* One entry of r left the timeline. */
+static void unref(struct req *r)
+{
+	if (--r->refs == 0 && !r->indexed)
+		free(r);
+}
+
+static void schedule(struct kwq_delay *d, struct req *r)
+{
+	struct kwq__tl_entry e = { r->ready, ++d->seq, r };
+	if (r->sched_seq != 0)
+		d->stale++; /* its earlier entry */
+	kwq__timeline_push(&d->tl, &e); /* reserved by take_requests */
+	r->sched_seq = e.seq;
+	r->refs++;
+}
+
+/* Apply one request: merge it into the key's waiting one, or index it.
+ * false: out of memory for the index (r is still the caller's). */
+static bool apply(struct kwq_delay *d, struct req *r)
 {
 	struct kwq_item *rk = key_of(r);
-	struct kwq_item *ok = ck_hs_get(&d->index, (unsigned long)rk->hash, rk);
-	struct req *old = ok ? req_of_key(ok) : NULL;
+	struct kwq_key k = { rk->bytes, rk->len, rk->hash };
+	struct req *old = index_get(d, &k);
 
-	if (r->kind == REQ_CANCEL) {
-		if (old != NULL) {
-			ck_hs_remove(&d->index, (unsigned long)ok->hash, ok);
-			kwq__heap_remove(&d->heap, &old->heap);
-			free(old);
-			atomic_fetch_sub_explicit(&d->pending, 1, memory_order_relaxed);
-		}
-		free(r);
-		return;
-	}
-	r->heap.seq = d->seq++;
 	if (old != NULL) {
 		if (r->priority > old->priority)
 			old->priority = r->priority;
-		if (r->heap.ready < old->heap.ready) {
-			old->heap.ready = r->heap.ready;
-			old->heap.seq = r->heap.seq;
-			kwq__heap_decreased(&d->heap, &old->heap);
+		if (r->ready < old->ready) {
+			old->ready = r->ready;
+			schedule(d, old);
 		}
 		free(r);
-		atomic_fetch_sub_explicit(&d->pending, 1, memory_order_relaxed);
-		return;
+		pending_sub(d);
+		return true;
 	}
-	if (kwq__heap_push(&d->heap, &r->heap) != 0 ||
-	    !ck_hs_put(&d->index, (unsigned long)rk->hash, rk)) {
-		/* Out of memory: add it now rather than lose it. */
-		if (r->heap.index < d->heap.n && d->heap.v[r->heap.index] == &r->heap)
-			kwq__heap_remove(&d->heap, &r->heap);
-		struct kwq_key k = { rk->bytes, rk->len, rk->hash };
-		d->q->ops->add(d->q, &k, r->priority);
-		free(r);
-		atomic_fetch_sub_explicit(&d->pending, 1, memory_order_relaxed);
+	if (!ck_hs_put(&d->index, (unsigned long)rk->hash, rk))
+		return false;
+	r->indexed = true;
+	schedule(d, r);
+	return true;
+}
+
+enum take { TAKE_ALL, TAKE_BLOCKED, TAKE_NOMEM };
+
+/* Move what the inbox holds into the index and the timeline.
+ * TAKE_BLOCKED when an appender is between its two steps (its node is not
+ * linked yet); TAKE_NOMEM leaves the rest in the inbox. */
+static enum take take_requests(struct kwq_delay *d)
+{
+	for (;;) {
+		if (kwq__timeline_reserve(&d->tl) != 0)
+			return TAKE_NOMEM;
+		struct cds_wfcq_node *n = __cds_wfcq_dequeue_nonblocking(&d->head, &d->tail);
+		if (n == NULL)
+			return TAKE_ALL;
+		if (n == CDS_WFCQ_WOULDBLOCK)
+			return TAKE_BLOCKED;
+		struct req *r = kwq__container_of(n, struct req, link);
+		tsan_acquire(r); /* R2 pairs with R1 */
+		atomic_store_explicit(&d->consumed,
+				      atomic_load_explicit(&d->consumed, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
+		if (d->stopped) {
+			free(r); /* shutdown came first */
+			pending_sub(d);
+		} else if (!apply(d, r)) {
+			/* Out of memory for the index: add it now rather
+			 * than lose it (early, the lesser harm). */
+			struct kwq_item *rk = key_of(r);
+			struct kwq_key k = { rk->bytes, rk->len, rk->hash };
+			d->q->ops->add(d->q, &k, r->priority);
+			free(r);
+			pending_sub(d);
+		}
 	}
 }
 
-/* Move what the inbox holds into the heap.  false when an enqueuer is
- * between its two steps (its node is not linked yet): come back soon. */
-static bool take_requests(struct kwq_delay *d)
+/* The whole inbox, waiting out appenders caught between their two steps. */
+static void take_all(struct kwq_delay *d)
 {
-	for (;;) {
-		struct cds_wfcq_node *n = __cds_wfcq_dequeue_nonblocking(&d->head, &d->tail);
-		if (n == NULL)
-			return true;
-		if (n == CDS_WFCQ_WOULDBLOCK)
-			return false;
-		struct req *r = kwq__container_of(n, struct req, link);
-		tsan_acquire(r); /* R2 pairs with R1 */
-		d->consumed++;
-		apply(d, r);
+	enum take t;
+	while ((t = take_requests(d)) == TAKE_BLOCKED)
+		sched_yield();
+	(void)t; /* TAKE_NOMEM: the rest waits in the inbox; the index is
+		    then not exact for those keys (out of memory) */
+}
+
+static bool entry_valid(const struct kwq__tl_entry *e)
+{
+	return e->seq == ((struct req *)e->owner)->sched_seq;
+}
+
+static bool keep_valid(const struct kwq__tl_entry *e, void *ctx)
+{
+	(void)ctx;
+	if (entry_valid(e))
+		return true;
+	unref(e->owner);
+	return false;
+}
+
+/* The earliest valid entry, popping stale ones on the way. */
+static const struct kwq__tl_entry *earliest(struct kwq_delay *d)
+{
+	const struct kwq__tl_entry *e;
+
+	if (d->stale > STALE_SLACK && d->stale > kwq__timeline_size(&d->tl) - d->stale) {
+		kwq__timeline_filter(&d->tl, keep_valid, NULL);
+		d->stale = 0;
 	}
+	while ((e = kwq__timeline_peek(&d->tl)) != NULL && !entry_valid(e)) {
+		struct req *r = e->owner;
+		kwq__timeline_pop(&d->tl);
+		d->stale--;
+		unref(r);
+	}
+	return e;
+}
+
+static int64_t next_ready(struct kwq_delay *d)
+{
+	const struct kwq__tl_entry *e = earliest(d);
+	return e ? e->ready : INT64_MAX;
 }
 
 /* Add everything due at `now`.  false if an add ran out of memory. */
 static bool fire_due(struct kwq_delay *d, int64_t now)
 {
-	struct kwq__heap_node *top;
+	const struct kwq__tl_entry *e;
 
-	while ((top = kwq__heap_top(&d->heap)) != NULL && top->ready <= now) {
-		struct req *r = req_of_heap(top);
+	while ((e = earliest(d)) != NULL && e->ready <= now) {
+		struct req *r = e->owner;
 		struct kwq_item *rk = key_of(r);
 		struct kwq_key k = { rk->bytes, rk->len, rk->hash };
-		int rc = d->q->ops->add(d->q, &k, r->priority);
-		if (rc == -ENOMEM)
+		if (d->q->ops->add(d->q, &k, r->priority) == -ENOMEM)
 			return false; /* stays due; retried shortly */
-		kwq__heap_pop(&d->heap);
-		ck_hs_remove(&d->index, (unsigned long)rk->hash, rk);
-		free(r);
-		atomic_fetch_sub_explicit(&d->pending, 1, memory_order_relaxed);
+		kwq__timeline_pop(&d->tl);
+		r->sched_seq = 0; /* the popped entry was the valid one */
+		r->refs--;
+		unindex(d, r);
 	}
 	return true;
 }
 
+/* Shutdown: drop every waiting request (under the lock). */
 static void drop_all(struct kwq_delay *d)
 {
-	struct kwq__heap_node *h;
-	while ((h = kwq__heap_pop(&d->heap)) != NULL) {
-		free(req_of_heap(h));
-		atomic_fetch_sub_explicit(&d->pending, 1, memory_order_relaxed);
+	d->stopped = true;
+	take_all(d);
+	const struct kwq__tl_entry *e;
+	while ((e = kwq__timeline_peek(&d->tl)) != NULL) {
+		struct req *r = e->owner;
+		bool valid = entry_valid(e);
+		kwq__timeline_pop(&d->tl);
+		if (valid) {
+			r->sched_seq = 0;
+			r->refs--;
+			unindex(d, r);
+		} else {
+			unref(r);
+		}
 	}
-	ck_hs_reset(&d->index);
+	d->stale = 0;
 }
 
 static void *timer_main(void *arg)
@@ -265,15 +426,17 @@ static void *timer_main(void *arg)
 		uint32_t w = atomic_load_explicit(&d->wake, memory_order_acquire); /* W2 */
 		if (atomic_load(&d->stop))
 			break;
-		bool linked = take_requests(d);
+		pthread_mutex_lock(&d->consumer);
+		enum take took = take_requests(d);
 		bool fired = fire_due(d, kwq_clock_now(d->clock));
-		struct kwq__heap_node *top = kwq__heap_top(&d->heap);
-		int64_t next = top ? top->ready : INT64_MAX;
-
+		int64_t next = next_ready(d);
 		atomic_store(&d->sleep_until, next); /* S3 */
-		if (atomic_load(&d->enqueued) != d->consumed) { /* S4 */
-			if (!linked)
-				sched_yield(); /* a preempted enqueuer: let it finish */
+		uint64_t consumed = atomic_load_explicit(&d->consumed, memory_order_relaxed);
+		pthread_mutex_unlock(&d->consumer);
+
+		if (atomic_load(&d->enqueued) != consumed) { /* S4 */
+			if (took == TAKE_BLOCKED)
+				sched_yield(); /* a preempted appender: let it finish */
 			continue;
 		}
 		if (atomic_load(&d->stop))
@@ -281,8 +444,8 @@ static void *timer_main(void *arg)
 
 		struct timespec ts, *tsp = NULL;
 		int64_t rel = INT64_MAX;
-		if (!fired)
-			rel = 1000000; /* out of memory: retry in 1 ms */
+		if (!fired || took == TAKE_NOMEM)
+			rel = RETRY_NS;
 		else if (d->clock == NULL && next != INT64_MAX)
 			rel = next - kwq__mono_now();
 		if (rel != INT64_MAX) {
@@ -296,11 +459,21 @@ static void *timer_main(void *arg)
 		/* Awake: callers need not wake us until we publish again. */
 		atomic_store(&d->sleep_until, INT64_MIN);
 	}
+	pthread_mutex_lock(&d->consumer);
 	drop_all(d);
+	pthread_mutex_unlock(&d->consumer);
 	return NULL;
 }
 
 /* ------------------------------------------------------------ caller side */
+
+static void delay_destroy(struct kwq_delay *d)
+{
+	kwq__timeline_free(&d->tl);
+	ck_hs_destroy(&d->index);
+	pthread_mutex_destroy(&d->consumer);
+	free(d);
+}
 
 static struct kwq_delay *delay_start(struct kwq *q)
 {
@@ -311,9 +484,11 @@ static struct kwq_delay *delay_start(struct kwq *q)
 	d->clock = q->clock;
 	__cds_wfcq_init(&d->head, &d->tail);
 	atomic_init(&d->sleep_until, INT64_MIN);
+	pthread_mutex_init(&d->consumer, NULL);
 	if (!ck_hs_init(&d->index, CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT,
 			kwq__item_hs_hash, kwq__item_hs_compare, &kwq__ck_allocator,
 			64, q->seed)) {
+		pthread_mutex_destroy(&d->consumer);
 		free(d);
 		return NULL;
 	}
@@ -324,64 +499,122 @@ static struct kwq_delay *delay_start(struct kwq *q)
 	if (pthread_create(&d->thread, NULL, timer_main, d) != 0) {
 		if (d->clock != NULL)
 			kwq__clock_unwatch(d->clock, &d->watch);
-		ck_hs_destroy(&d->index);
-		free(d);
+		delay_destroy(d);
 		return NULL;
 	}
 	return d;
 }
 
-int kwq__delay_add(struct kwq *q, const struct kwq_key *k, int64_t ready, int priority)
+/* The queue's delay state, started on first use: NULL with *err set. */
+static struct kwq_delay *delay_get(struct kwq *q, int *err)
 {
 	/* A1 pairs with R3: d's fields are initialized before it is seen. */
 	struct kwq_delay *d = atomic_load_explicit(&q->delay, memory_order_acquire);
-
-	if (d == NULL) {
-		pthread_mutex_lock(&q->delay_lock);
-		d = atomic_load_explicit(&q->delay, memory_order_relaxed);
-		if (d == NULL && !q->delay_stopped) {
-			d = delay_start(q);
-			if (d == NULL) {
-				pthread_mutex_unlock(&q->delay_lock);
-				return -ENOMEM;
-			}
+	if (d != NULL)
+		return d;
+	pthread_mutex_lock(&q->delay_lock);
+	d = atomic_load_explicit(&q->delay, memory_order_relaxed);
+	if (q->delay_stopped) {
+		*err = -ESHUTDOWN;
+		d = NULL;
+	} else if (d == NULL) {
+		d = delay_start(q);
+		if (d == NULL)
+			*err = -ENOMEM;
+		else
 			atomic_store_explicit(&q->delay, d, memory_order_release); /* R3 */
-		}
-		bool stopped = q->delay_stopped;
-		pthread_mutex_unlock(&q->delay_lock);
-		if (stopped)
-			return -ESHUTDOWN;
 	}
+	pthread_mutex_unlock(&q->delay_lock);
+	return d;
+}
 
-	struct req *r = req_new(k, REQ_ADD);
-	if (r == NULL)
+int kwq__delay_add(struct kwq *q, const struct kwq_key *k, int64_t delay_ns, int priority)
+{
+	int rc = 0;
+	struct kwq_delay *d = delay_get(q, &rc);
+	if (d == NULL)
+		return rc;
+
+	/* P1: counted before absorb (see "pending"); seq_cst. */
+	atomic_fetch_add(&d->added, 1);
+	/* A queued or held+dirty item is already due: the delayed add is
+	 * absorbed, except that it may raise the priority. */
+	rc = q->ops->absorb(q, k, priority);
+	if (rc != 0) {
+		added_sub(d);
+		return rc < 0 ? rc : 0;
+	}
+	int64_t ready = kwq__sat_add(kwq_clock_now(d->clock), delay_ns);
+	struct req *r = kwq__entry_new(KEY_OFFSET + sizeof(struct kwq_item), KEY_OFFSET, k);
+	if (r == NULL) {
+		added_sub(d);
 		return -ENOMEM;
+	}
 	r->priority = priority;
-	r->heap.ready = ready;
-	atomic_fetch_add_explicit(&d->pending, 1, memory_order_relaxed);
-	post(d, r);
+	r->ready = ready;
+	cds_wfcq_node_init(&r->link);
+	tsan_release(r); /* R1 pairs with R2 */
+	cds_wfcq_enqueue(&d->head, &d->tail, &r->link);
+	atomic_fetch_add(&d->enqueued, 1); /* S1 */
 	if (ready < atomic_load(&d->sleep_until)) /* S2 */
 		wake_timer(d);
 	return 0;
 }
 
-void kwq__delay_cancel(struct kwq *q, const struct kwq_key *k)
+/* Under the consumer lock, after taking the inbox: the earliest ready time
+ * may have moved before the one the timer sleeps to. */
+static void nudge(struct kwq_delay *d)
 {
-	struct kwq_delay *d = atomic_load_explicit(&q->delay, memory_order_acquire); /* A1 */
-
-	if (d == NULL || atomic_load_explicit(&d->pending, memory_order_relaxed) == 0)
-		return;
-	struct req *r = req_new(k, REQ_CANCEL);
-	if (r == NULL)
-		return; /* the delayed add fires later: an extra pass, no loss */
-	post(d, r);
-	/* Not urgent: the timer applies it before it fires anything later. */
+	if (next_ready(d) < atomic_load(&d->sleep_until))
+		wake_timer(d);
 }
 
-long kwq__delay_pending(struct kwq *q)
+void kwq__delay_settle(struct kwq *q, const struct kwq_key *k)
 {
 	struct kwq_delay *d = atomic_load_explicit(&q->delay, memory_order_acquire); /* A1 */
-	return d ? atomic_load_explicit(&d->pending, memory_order_relaxed) : 0;
+
+	if (!maybe_pending(d)) /* P2 */
+		return;
+	pthread_mutex_lock(&d->consumer);
+	if (!d->stopped) {
+		take_all(d);
+		struct req *r = index_get(d, k);
+		if (r != NULL) {
+			int prio = r->priority;
+			unindex(d, r);
+			(void)q->ops->absorb(q, k, prio);
+		}
+		nudge(d);
+	}
+	pthread_mutex_unlock(&d->consumer);
+}
+
+int kwq__delay_add_now(struct kwq *q, const struct kwq_key *k, int priority)
+{
+	struct kwq_delay *d = atomic_load_explicit(&q->delay, memory_order_acquire); /* A1 */
+	int rc;
+
+	if (!maybe_pending(d)) { /* P2 */
+		rc = q->ops->add(q, k, priority);
+		if (rc == 0)
+			kwq__delay_settle(q, k);
+		return rc;
+	}
+	pthread_mutex_lock(&d->consumer);
+	struct req *r = NULL;
+	if (!d->stopped) {
+		take_all(d);
+		r = index_get(d, k);
+		if (r != NULL && r->priority > priority)
+			priority = r->priority;
+	}
+	rc = q->ops->add(q, k, priority);
+	if (rc == 0 && r != NULL)
+		unindex(d, r);
+	if (!d->stopped)
+		nudge(d);
+	pthread_mutex_unlock(&d->consumer);
+	return rc;
 }
 
 void kwq__delay_stop(struct kwq *q)
@@ -405,7 +638,7 @@ void kwq__delay_free(struct kwq *q)
 	pthread_join(d->thread, NULL);
 	if (d->clock != NULL)
 		kwq__clock_unwatch(d->clock, &d->watch);
-	/* Requests posted after the thread stopped: no caller is left. */
+	/* Requests appended after the thread stopped: no caller is left. */
 	struct cds_wfcq_node *n;
 	while ((n = __cds_wfcq_dequeue_nonblocking(&d->head, &d->tail)) != NULL &&
 	       n != CDS_WFCQ_WOULDBLOCK) {
@@ -413,7 +646,5 @@ void kwq__delay_free(struct kwq *q)
 		tsan_acquire(r); /* R2 */
 		free(r);
 	}
-	kwq__heap_free(&d->heap);
-	ck_hs_destroy(&d->index);
-	free(d);
+	delay_destroy(d);
 }

@@ -5,8 +5,6 @@
 #ifndef KWQ_DELAY_DELAY_H
 #define KWQ_DELAY_DELAY_H
 
-#include <stdatomic.h>
-#include <stdbool.h>
 #include <stdint.h>
 
 #include "../core/key.h"
@@ -15,24 +13,34 @@ struct kwq;
 struct kwq_delay;
 
 /*
- * Queue a delayed add of k, due at the queue clock's time `ready`, with
- * `priority`.  Starts the timer thread on first use.  Never blocks on the
- * timer thread or on other callers (a wait-free enqueue), except that the
- * first call of a queue starts its thread.  0 or -ENOMEM.
+ * kwq_add_after() and friends with delay_ns > 0 on a validated key: absorb
+ * into a queued or held+dirty key (ops->absorb), else hand the timer
+ * thread a request to add k at the queue clock's now + delay_ns (a key
+ * already waiting keeps the earlier time and the higher priority).
+ * Starts the timer thread on first use.  Never blocks: one allocation and
+ * a wait-free append.  0, -ESHUTDOWN or -ENOMEM.
  */
-int kwq__delay_add(struct kwq *q, const struct kwq_key *k, int64_t ready, int priority);
+int kwq__delay_add(struct kwq *q, const struct kwq_key *k, int64_t delay_ns, int priority);
 
-/* An immediate add of k happened: drop a pending delayed add of k. */
-void kwq__delay_cancel(struct kwq *q, const struct kwq_key *k);
+/*
+ * An immediate add (kwq_add, a delay <= 0) on a queue that has delays
+ * (q->delay is set).  While delayed adds are pending it takes the timer's
+ * consumer lock: ops->add with the priority raised to the key's wait, and
+ * the wait cancelled, in one critical section.  Otherwise ops->add alone.
+ * Returns what ops->add returns.
+ */
+int kwq__delay_add_now(struct kwq *q, const struct kwq_key *k, int priority);
+
+/*
+ * After an immediate add that ran while q->delay was NULL and found it set
+ * after: cancel a wait of k that began meanwhile, applying its priority.
+ */
+void kwq__delay_settle(struct kwq *q, const struct kwq_key *k);
 
 /* Stop the timer thread and drop every pending delayed add (shutdown). */
 void kwq__delay_stop(struct kwq *q);
 
 /* kwq_free: stop, join and free everything. */
 void kwq__delay_free(struct kwq *q);
-
-/* Delayed adds queued and not yet fired or dropped (approximate while
- * calls are in flight). */
-long kwq__delay_pending(struct kwq *q);
 
 #endif
