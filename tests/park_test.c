@@ -21,17 +21,9 @@
 #include "core/clock.h"
 #include "core/park.h"
 
-static int failures;
+#include "expect.h"
 
-#define EXPECT(cond)                                                            \
-	do {                                                                    \
-		if (!(cond)) {                                                   \
-			fprintf(stderr, "%s:%d: %s: expected %s\n", __FILE__,     \
-				__LINE__, __func__, #cond);                      \
-			failures++;                                              \
-			return;                                                  \
-		}                                                                \
-	} while (0)
+static int failures;
 
 struct src {
 	struct kwq_park park;

@@ -16,17 +16,9 @@
 
 #include "sharded/ring.h"
 
-static int failures;
+#include "expect.h"
 
-#define EXPECT(cond)                                                            \
-	do {                                                                    \
-		if (!(cond)) {                                                   \
-			fprintf(stderr, "%s:%d: %s: expected %s\n", __FILE__,     \
-				__LINE__, __func__, #cond);                      \
-			failures++;                                              \
-			return;                                                  \
-		}                                                                \
-	} while (0)
+static int failures;
 
 /* Items must have the two low bits clear. */
 static void *enc(uint64_t v)
