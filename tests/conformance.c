@@ -1339,6 +1339,54 @@ static void t_prio_with_delays(void)
 	kwq_clock_free(c);
 }
 
+/*
+ * controller-runtime: an immediate add of a waiting key keeps the wait's
+ * priority when it is the higher, and cancels the wait, at once (the next
+ * get sees it, with no timer step in between).
+ */
+static void t_prio_wait_kept_by_add(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, NULL);
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+	kwq_item_t *it;
+
+	o.after_ns = 50 * MS;
+	o.priority = 3;
+	CHECK_EQ(kwq_add_with(q, "w", 1, &o), 0);
+	CHECK_EQ(ADDS(q, "w"), 0); /* priority 0 asked: 3 kept */
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET_PRIO(q, "w", 3);
+
+	/* below the default: a priority-0 wait still wins */
+	o.priority = 0;
+	CHECK_EQ(kwq_add_with(q, "n", 1, &o), 0);
+	CHECK_EQ(add_prio(q, "n", -2), 0);
+	CHECK_GET_PRIO(q, "n", 0);
+
+	/* a lower wait priority changes nothing */
+	o.priority = 1;
+	CHECK_EQ(kwq_add_with(q, "l", 1, &o), 0);
+	CHECK_EQ(add_prio(q, "l", 5), 0);
+	CHECK_GET_PRIO(q, "l", 5);
+
+	/* held and waiting: the wait's priority goes to the dirty re-queue */
+	CHECK_EQ(ADDS(q, "h"), 0);
+	CHECK_GET(q, "h", &it);
+	o.priority = 4;
+	CHECK_EQ(kwq_add_with(q, "h", 1, &o), 0); /* held: waits */
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(ADDS(q, "h"), 0); /* held+dirty, with 4 */
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_GET_PRIO(q, "h", 4);
+
+	/* every wait was cancelled: nothing fires later */
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
 /* rate_limited: the limiter's wait, or the lower of it and after_ns */
 static void t_prio_rate_limited_opts(void)
 {
@@ -1425,6 +1473,7 @@ static const struct tap_case cases[] = {
 	{ "prio_dirty_requeue", t_prio_dirty_requeue },
 	{ "prio_bands", t_prio_bands },
 	{ "prio_with_delays", t_prio_with_delays },
+	{ "prio_wait_kept_by_add", t_prio_wait_kept_by_add },
 	{ "prio_rate_limited_opts", t_prio_rate_limited_opts },
 };
 

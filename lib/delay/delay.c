@@ -126,6 +126,7 @@ void __tsan_release(void *addr);
 
 #define STALE_SLACK 64      /* compaction: stale > live + this */
 #define RETRY_NS 1000000    /* out of memory: try again in 1 ms */
+#define BATCH 32            /* the timer's items between looks at contenders */
 
 /*
  * A request is one allocation: this header, then at KEY_OFFSET the key as
@@ -178,6 +179,7 @@ struct kwq_delay {
 
 	/* under `consumer` */
 	pthread_mutex_t consumer;
+	_Atomic uint32_t contenders;    /* immediate adds waiting for it */
 	uint64_t seq;
 	struct kwq__timeline tl;
 	size_t stale;                   /* stale entries in tl */
@@ -225,6 +227,33 @@ static bool maybe_pending(struct kwq_delay *d)
 {
 	uint64_t r = atomic_load(&d->retired);
 	return atomic_load(&d->added) != r;
+}
+
+/* An immediate add takes the consumer lock; the timer lets it in. */
+static void consumer_lock(struct kwq_delay *d)
+{
+	atomic_fetch_add_explicit(&d->contenders, 1, memory_order_relaxed);
+	pthread_mutex_lock(&d->consumer);
+	atomic_fetch_sub_explicit(&d->contenders, 1, memory_order_relaxed);
+}
+
+/*
+ * The timer thread, every BATCH items of a long take or fire: if an
+ * immediate add waits for the lock, step out of its way.  A burst of
+ * 100,000 due items would otherwise hold every kwq_add of the queue for
+ * the whole burst; this bounds the wait to BATCH items and a hand-over.
+ * The timer's state is whole between two items, and both loops look at it
+ * afresh after the lock is taken again.  (A relaxed look: a contender it
+ * misses is let in at the next look or when the timer sleeps.)
+ */
+static void timer_yield(struct kwq_delay *d, unsigned *n)
+{
+	if (++*n % BATCH != 0 ||
+	    atomic_load_explicit(&d->contenders, memory_order_relaxed) == 0)
+		return;
+	pthread_mutex_unlock(&d->consumer);
+	sched_yield();
+	pthread_mutex_lock(&d->consumer);
 }
 
 /* ------------------------------------------------------------ consumer */
@@ -300,9 +329,9 @@ enum take { TAKE_ALL, TAKE_BLOCKED, TAKE_NOMEM };
 /* Move what the inbox holds into the index and the timeline.
  * TAKE_BLOCKED when an appender is between its two steps (its node is not
  * linked yet); TAKE_NOMEM leaves the rest in the inbox. */
-static enum take take_requests(struct kwq_delay *d)
+static enum take take_requests(struct kwq_delay *d, bool timer)
 {
-	for (;;) {
+	for (unsigned items = 0;; timer ? timer_yield(d, &items) : (void)0) {
 		if (kwq__timeline_reserve(&d->tl) != 0)
 			return TAKE_NOMEM;
 		struct cds_wfcq_node *n = __cds_wfcq_dequeue_nonblocking(&d->head, &d->tail);
@@ -334,7 +363,7 @@ static enum take take_requests(struct kwq_delay *d)
 static void take_all(struct kwq_delay *d)
 {
 	enum take t;
-	while ((t = take_requests(d)) == TAKE_BLOCKED)
+	while ((t = take_requests(d, false)) == TAKE_BLOCKED)
 		sched_yield();
 	(void)t; /* TAKE_NOMEM: the rest waits in the inbox; the index is
 		    then not exact for those keys (out of memory) */
@@ -383,7 +412,8 @@ static bool fire_due(struct kwq_delay *d, int64_t now)
 {
 	const struct kwq__tl_entry *e;
 
-	while ((e = earliest(d)) != NULL && e->ready <= now) {
+	for (unsigned items = 0; (e = earliest(d)) != NULL && e->ready <= now;
+	     timer_yield(d, &items)) {
 		struct req *r = e->owner;
 		struct kwq_item *rk = key_of(r);
 		struct kwq_key k = { rk->bytes, rk->len, rk->hash };
@@ -427,7 +457,7 @@ static void *timer_main(void *arg)
 		if (atomic_load(&d->stop))
 			break;
 		pthread_mutex_lock(&d->consumer);
-		enum take took = take_requests(d);
+		enum take took = take_requests(d, true);
 		bool fired = fire_due(d, kwq_clock_now(d->clock));
 		int64_t next = next_ready(d);
 		atomic_store(&d->sleep_until, next); /* S3 */
@@ -575,7 +605,7 @@ void kwq__delay_settle(struct kwq *q, const struct kwq_key *k)
 
 	if (!maybe_pending(d)) /* P2 */
 		return;
-	pthread_mutex_lock(&d->consumer);
+	consumer_lock(d);
 	if (!d->stopped) {
 		take_all(d);
 		struct req *r = index_get(d, k);
@@ -600,7 +630,7 @@ int kwq__delay_add_now(struct kwq *q, const struct kwq_key *k, int priority)
 			kwq__delay_settle(q, k);
 		return rc;
 	}
-	pthread_mutex_lock(&d->consumer);
+	consumer_lock(d);
 	struct req *r = NULL;
 	if (!d->stopped) {
 		take_all(d);
