@@ -53,6 +53,14 @@ uint64_t kwq__hash(const void *key, size_t len, uint64_t seed);
 uint64_t kwq__random_seed(void);
 
 /*
+ * Where a struct kwq_item sits in an allocation that starts with a header
+ * of type `hdr` (an implementation's entry, a delayed-add request): just
+ * past it, aligned.  The item ends in the key bytes, so it comes last.
+ */
+#define KWQ__ITEM_OFFSET(hdr) \
+	((sizeof(hdr) + _Alignof(struct kwq_item) - 1) & ~(_Alignof(struct kwq_item) - 1))
+
+/*
  * Allocate an entry of entry_size bytes whose struct kwq_item member sits at
  * item_offset, copy the key into it and zero the rest.  NULL on ENOMEM.
  */

@@ -142,8 +142,7 @@ struct req {
 	uint64_t sched_seq;             /* seq of its valid entry; 0: none */
 };
 
-#define KEY_OFFSET \
-	((sizeof(struct req) + _Alignof(struct kwq_item) - 1) & ~(_Alignof(struct kwq_item) - 1))
+#define KEY_OFFSET KWQ__ITEM_OFFSET(struct req)
 
 static struct kwq_item *key_of(struct req *r)
 {
@@ -153,6 +152,13 @@ static struct kwq_item *key_of(struct req *r)
 static struct req *req_of_key(struct kwq_item *it)
 {
 	return (struct req *)(void *)((char *)it - KEY_OFFSET);
+}
+
+/* r's key as ops->add takes it. */
+static struct kwq_key key_arg(struct req *r)
+{
+	struct kwq_item *it = key_of(r);
+	return (struct kwq_key){ it->bytes, it->len, it->hash };
 }
 
 struct kwq_delay {
@@ -169,7 +175,7 @@ struct kwq_delay {
 	_Atomic uint64_t enqueued;      /* requests appended (S1) */
 	/* written by the consumer, per request */
 	_Atomic uint64_t retired __attribute__((aligned(64))); /* see "pending" */
-	_Atomic uint64_t consumed;      /* requests taken (under `consumer`) */
+	uint64_t consumed;              /* requests taken (under `consumer`) */
 	/* written by the timer, per loop */
 	_Atomic int64_t sleep_until __attribute__((aligned(64))); /* S3 */
 	_Atomic uint32_t wake;          /* futex word (W1/W2) */
@@ -288,6 +294,14 @@ static void unref(struct req *r)
 		free(r);
 }
 
+/* r's valid entry was popped: r stops waiting (fired, or shutdown). */
+static void popped_valid(struct kwq_delay *d, struct req *r)
+{
+	r->sched_seq = 0; /* no entry left to go stale */
+	r->refs--;
+	unindex(d, r);
+}
+
 static void schedule(struct kwq_delay *d, struct req *r)
 {
 	struct kwq__tl_entry e = { r->ready, ++d->seq, r };
@@ -303,8 +317,9 @@ static void schedule(struct kwq_delay *d, struct req *r)
 static bool apply(struct kwq_delay *d, struct req *r)
 {
 	struct kwq_item *rk = key_of(r);
-	struct kwq_key k = { rk->bytes, rk->len, rk->hash };
-	struct req *old = index_get(d, &k);
+	/* The set's compare callback takes an item as well as a probe. */
+	struct kwq_item *ok = ck_hs_get(&d->index, (unsigned long)rk->hash, rk);
+	struct req *old = ok ? req_of_key(ok) : NULL;
 
 	if (old != NULL) {
 		if (r->priority > old->priority)
@@ -341,17 +356,14 @@ static enum take take_requests(struct kwq_delay *d, bool timer)
 			return TAKE_BLOCKED;
 		struct req *r = kwq__container_of(n, struct req, link);
 		tsan_acquire(r); /* R2 pairs with R1 */
-		atomic_store_explicit(&d->consumed,
-				      atomic_load_explicit(&d->consumed, memory_order_relaxed) + 1,
-				      memory_order_relaxed);
+		d->consumed++;
 		if (d->stopped) {
 			free(r); /* shutdown came first */
 			pending_sub(d);
 		} else if (!apply(d, r)) {
 			/* Out of memory for the index: add it now rather
 			 * than lose it (early, the lesser harm). */
-			struct kwq_item *rk = key_of(r);
-			struct kwq_key k = { rk->bytes, rk->len, rk->hash };
+			struct kwq_key k = key_arg(r);
 			d->q->ops->add(d->q, &k, r->priority);
 			free(r);
 			pending_sub(d);
@@ -362,11 +374,10 @@ static enum take take_requests(struct kwq_delay *d, bool timer)
 /* The whole inbox, waiting out appenders caught between their two steps. */
 static void take_all(struct kwq_delay *d)
 {
-	enum take t;
-	while ((t = take_requests(d, false)) == TAKE_BLOCKED)
+	/* TAKE_NOMEM leaves the rest in the inbox: the index is then not
+	 * exact for those keys (out of memory). */
+	while (take_requests(d, false) == TAKE_BLOCKED)
 		sched_yield();
-	(void)t; /* TAKE_NOMEM: the rest waits in the inbox; the index is
-		    then not exact for those keys (out of memory) */
 }
 
 static bool entry_valid(const struct kwq__tl_entry *e)
@@ -415,14 +426,11 @@ static bool fire_due(struct kwq_delay *d, int64_t now)
 	for (unsigned items = 0; (e = earliest(d)) != NULL && e->ready <= now;
 	     timer_yield(d, &items)) {
 		struct req *r = e->owner;
-		struct kwq_item *rk = key_of(r);
-		struct kwq_key k = { rk->bytes, rk->len, rk->hash };
+		struct kwq_key k = key_arg(r);
 		if (d->q->ops->add(d->q, &k, r->priority) == -ENOMEM)
 			return false; /* stays due; retried shortly */
 		kwq__timeline_pop(&d->tl);
-		r->sched_seq = 0; /* the popped entry was the valid one */
-		r->refs--;
-		unindex(d, r);
+		popped_valid(d, r);
 	}
 	return true;
 }
@@ -437,13 +445,10 @@ static void drop_all(struct kwq_delay *d)
 		struct req *r = e->owner;
 		bool valid = entry_valid(e);
 		kwq__timeline_pop(&d->tl);
-		if (valid) {
-			r->sched_seq = 0;
-			r->refs--;
-			unindex(d, r);
-		} else {
+		if (valid)
+			popped_valid(d, r);
+		else
 			unref(r);
-		}
 	}
 	d->stale = 0;
 }
@@ -461,7 +466,7 @@ static void *timer_main(void *arg)
 		bool fired = fire_due(d, kwq_clock_now(d->clock));
 		int64_t next = next_ready(d);
 		atomic_store(&d->sleep_until, next); /* S3 */
-		uint64_t consumed = atomic_load_explicit(&d->consumed, memory_order_relaxed);
+		uint64_t consumed = d->consumed;
 		pthread_mutex_unlock(&d->consumer);
 
 		if (atomic_load(&d->enqueued) != consumed) { /* S4 */

@@ -42,7 +42,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -69,8 +68,7 @@ struct entry {
 	int64_t get_ns;            /* metrics: time of the get, while held */
 };
 
-#define ITEM_OFFSET \
-	((sizeof(struct entry) + alignof(struct kwq_item) - 1) & ~(alignof(struct kwq_item) - 1))
+#define ITEM_OFFSET KWQ__ITEM_OFFSET(struct entry)
 
 static struct kwq_item *item_of(struct entry *e)
 {

@@ -298,8 +298,7 @@ static inline void state_set(struct entry *e, uint32_t st)
 /* With the 16-byte item head, a short key fits a 64-byte malloc chunk. */
 static_assert(sizeof(struct entry) == 24, "entry header: 24 bytes");
 
-#define ITEM_OFFSET \
-	((sizeof(struct entry) + alignof(struct kwq_item) - 1) & ~(alignof(struct kwq_item) - 1))
+#define ITEM_OFFSET KWQ__ITEM_OFFSET(struct entry)
 #define ENTRY_SIZE (ITEM_OFFSET + sizeof(struct kwq_item))
 
 static inline struct kwq_item *item_of(struct entry *e)
