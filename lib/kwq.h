@@ -198,12 +198,13 @@ KWQ_API void kwq_free(kwq_t *q);
  *   held+dirty -> unchanged
  *
  * A waiting key (kwq_add_after) is added with the wait's priority if that
- * is higher, and the wait is cancelled.
+ * is higher, and the wait is cancelled, in the same critical section.
  *
  * The key bytes are copied.  Thread-safe; never blocks on other callers for
- * longer than a short critical section (while delayed adds are pending, the
- * timer thread's: it takes what the timer has not yet taken, to see the
- * key's wait); never fails for capacity.
+ * longer than the key's short critical section (one per key's shard on
+ * the sharded design, the queue's mutex on the mutex design): pending
+ * delayed adds cost it nothing.  Never fails for capacity; allocates for a
+ * key it does not know, and the first time a key is added while held.
  *
  * Returns 0, or -EINVAL (q NULL, key NULL with len > 0, len > KWQ_KEY_MAX),
  * -ESHUTDOWN (the queue is shutting down; nothing changes), -ENOMEM.
@@ -253,9 +254,13 @@ KWQ_API const void *kwq_item_key(const kwq_item_t *item, size_t *len);
  *
  * item must be a handle returned by a get on q and not yet passed to
  * kwq_done(); the call consumes it.  Works after shutdown too (a held+dirty
- * item is queued again so that a drain sees it processed).
+ * item is queued again so that a drain sees it processed).  Never fails
+ * for memory: what a held+dirty item's re-queue needs was secured by the
+ * add that made it dirty (which returns -ENOMEM instead).  Never blocks
+ * longer than the key's critical section.
  *
- * Returns 0, or -EINVAL (q or item NULL, or a handle that is not held).
+ * Returns 0, or -EINVAL (q or item NULL).  Passing a handle that is not
+ * held (a second kwq_done of it, or one from another queue) is undefined.
  */
 KWQ_API int kwq_done(kwq_t *q, kwq_item_t *item);
 
@@ -305,9 +310,12 @@ KWQ_API bool kwq_shutting_down(kwq_t *q);
  * that is higher (kwq_add_with), and cancels the wait.  Shutdown
  * drops every waiting add (and frees it).
  *
- * Never blocks: the request reaches the queue's timer thread through a
- * wait-free queue, whatever the number of waiting items (the reference
- * blocks at 1000).  The first delayed add of a queue starts that thread;
+ * Whether a key waits is decided in the key's own critical section, the
+ * one its adds, gets and dones use: an add made after kwq_add_after()
+ * returned always cancels it, and a get, done or add that ran before it
+ * never does.  Never blocks: a new or earlier wait hands a record (one
+ * allocation) to the queue's timer thread through a wait-free queue,
+ * whatever the number of waiting items (the reference blocks at 1000).  The first delayed add of a queue starts that thread;
  * kwq_free() joins it.  With a fake clock the thread sleeps until
  * kwq_clock_fake_step() moves the clock.
  *

@@ -17,6 +17,7 @@
 
 #include "kwq.h"
 #include "key.h"
+#include "wait.h"
 
 /* Deadline values for kwq_ops.get. */
 #define KWQ_DEADLINE_NONE INT64_MAX /* block until an item or shutdown */
@@ -24,6 +25,8 @@
 
 struct kwq_ops;
 struct kwq_delay;
+struct kwq__wait;
+struct kwq__wait_req;
 struct kwq_metrics;
 struct kwq__retry_stripe;
 
@@ -62,7 +65,11 @@ struct kwq_ops {
 	 * absent -> queued at the tail of its priority; queued -> raised to
 	 * the tail of a higher priority, else unchanged; held -> held+dirty,
 	 * held+dirty -> unchanged, both remembering the highest priority
-	 * asked, with which done re-queues it.  0, -ESHUTDOWN or -ENOMEM.
+	 * asked, with which done re-queues it.  A waiting key stops waiting
+	 * in the same critical section and keeps the wait's priority if it
+	 * is higher (kwq__wait_drop).  Whatever done will need to re-queue a
+	 * held+dirty key is secured here, so done cannot fail.
+	 * 0, -ESHUTDOWN or -ENOMEM (nothing changed).
 	 */
 	int (*add)(struct kwq *q, const struct kwq_key *key, int priority);
 
@@ -74,21 +81,37 @@ struct kwq_ops {
 	 */
 	int (*get)(struct kwq *q, struct kwq_item **item, int64_t deadline);
 
-	/* kwq_done() on a non-NULL handle.  0 or -EINVAL (not held). */
+	/* kwq_done() on a non-NULL handle.  0 or -EINVAL (not held); never
+	 * -ENOMEM: a held+dirty key's re-queue was secured by its add. */
 	int (*done)(struct kwq *q, struct kwq_item *item);
 
 	size_t (*len)(struct kwq *q);
 
 	/*
-	 * A delayed add of a key that may already be due: if the key is
-	 * queued or held+dirty, apply the priority exactly as add would
-	 * (raise a queued item, remember it for a held+dirty one) and return
-	 * 1; if it is absent or held, change nothing and return 0 (the
-	 * caller then makes it wait).  One critical section decides, so an
-	 * item handed out meanwhile is never turned dirty.  Or -ESHUTDOWN,
-	 * -ENOMEM.
+	 * kwq_add_after() with a delay > 0, decided in the key's critical
+	 * section: a queued or held+dirty key is due already, so the priority
+	 * is applied as add would and 1 returned; an absent or held key
+	 * becomes (or stays) waiting.  A key waiting already keeps the earlier
+	 * ready time and the higher priority (with req->replace it takes the
+	 * request's).  When the wait is new or moved earlier, the
+	 * implementation allocates a record of req->rec_size bytes with the
+	 * key at req->rec_item_offset (kwq__wait_update in wait.h), makes it
+	 * the key's current wait and returns it in req->rec for the timer;
+	 * the record it replaced goes stale (kwq__wait_drop).  0, 1,
+	 * -ESHUTDOWN or -ENOMEM (nothing changed).
 	 */
-	int (*absorb)(struct kwq *q, const struct kwq_key *key, int priority);
+	int (*add_after)(struct kwq *q, const struct kwq_key *key, struct kwq__wait_req *req);
+
+	/*
+	 * The timer's record w of key came due (drop false) or is dropped
+	 * (drop true, shutdown).  If w is still the key's current wait, it
+	 * stops waiting and, unless dropped, is added with w->priority as an
+	 * add would (absent -> queued, held -> held+dirty): returns 1.  A
+	 * stale w changes nothing: 0.  -ENOMEM: nothing changed, try again;
+	 * -ESHUTDOWN: the wait was cleared, nothing added.  The caller frees
+	 * w afterwards: the implementation holds no pointer to it.
+	 */
+	int (*fire)(struct kwq *q, struct kwq__wait *w, const struct kwq_key *key, bool drop);
 
 	/*
 	 * Named queues only (q->name != NULL): add the implementation's

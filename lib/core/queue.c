@@ -119,20 +119,12 @@ void kwq_free(kwq_t *q)
 	free(name);
 }
 
-/* An immediate add.  Once the queue has delays, it also takes a waiting
- * key's priority and cancels its wait (lib/delay/delay.c, "immediate
- * adds"); a queue that never delayed anything pays two loads for that. */
+/* An immediate add: the implementation cancels a wait of the key in the
+ * add's own critical section (kwq_ops.add), so the delay layer is not on
+ * this path at all. */
 static int add_now(kwq_t *q, const struct kwq_key *k, int prio)
 {
-	/* A1 pairs with R3 in delay.c */
-	if (atomic_load_explicit(&q->delay, memory_order_acquire) != NULL)
-		return kwq__delay_add_now(q, k, prio);
-	int rc = q->ops->add(q, k, prio);
-	/* The queue's first delayed add may have begun meanwhile: it stores
-	 * q->delay before its absorb, so this second read cannot miss it. */
-	if (rc == 0 && atomic_load_explicit(&q->delay, memory_order_acquire) != NULL)
-		kwq__delay_settle(q, k);
-	return rc;
+	return q->ops->add(q, k, prio);
 }
 
 int kwq_add(kwq_t *q, const void *key, size_t len)
@@ -150,7 +142,7 @@ static int add_delayed(kwq_t *q, const struct kwq_key *k, int64_t delay_ns, int 
 		return add_now(q, k, prio);
 	if (q->ops->shutting_down(q))
 		return -ESHUTDOWN;
-	return kwq__delay_add(q, k, delay_ns, prio);
+	return kwq__delay_add(q, k, delay_ns, prio, false);
 }
 
 /* An accepted retry of a named queue (client-go counts it in AddAfter);

@@ -10,14 +10,25 @@
  *               in use (levels[], highest first), each an intrusive list
  *   dirty       set of items that need processing
  *   processing  set of items currently held by a worker
+ *   waiting     set of items with a pending delayed add (absent or held):
+ *               client-go keeps these in its delaying queue's goroutine;
+ *               here the wait is the item's own state (e->wait), decided
+ *               under the same mutex as its add, get and done
  *
  * Invariants (under the mutex):
  *   I1  every item in queue is in dirty and not in processing;
  *   I2  an item is in queue at most once, in the level of its qprio;
  *   I3  an item in dirty and processing (held+dirty) is not in queue; its
  *       dprio is the highest priority asked since it was handed out;
- *   I4  an entry is allocated exactly while it is in dirty or processing;
- *   I5  count = the items in queue; no level is empty.
+ *   I4  an entry is allocated exactly while it is in dirty, processing or
+ *       waiting;
+ *   I5  count = the items in queue; no level is empty;
+ *   I6  an item is in waiting iff e->wait != NULL, and then it is not in
+ *       dirty (a queued or held+dirty item is due: a delayed add of it is
+ *       absorbed, an immediate add or a firing ends the wait);
+ *   I7  cap >= nlevels + reserve, reserve = the held+dirty items: the
+ *       re-queue of each on done finds room for a level, so done cannot
+ *       fail.
  *
  * So the item states of the API are: queued = dirty and not processing;
  * held = processing and not dirty; held+dirty = both.
@@ -40,6 +51,7 @@
  * so single-writer (SPMC) mode suffices and ThreadSanitizer sees every edge
  * through the mutex (libck itself is not instrumented).
  */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -62,6 +74,7 @@
  */
 struct entry {
 	struct entry *prev, *next; /* in its level's FIFO while queued */
+	struct kwq__wait *wait;    /* the pending delayed add, or NULL (I6) */
 	int qprio;                 /* priority it is queued with */
 	int dprio;                 /* held+dirty: priority to re-queue with */
 	int64_t add_ns;            /* metrics: time of the counted add */
@@ -95,9 +108,11 @@ struct mutex_queue {
 	struct level *levels;     /* non-empty levels, highest prio first */
 	size_t nlevels, cap;
 	size_t count;             /* items queued */
+	size_t reserve;           /* held+dirty items: level room kept (I7) */
 
 	ck_hs_t dirty;
 	ck_hs_t processing;
+	ck_hs_t waiting;
 
 	bool shutting_down;
 	unsigned long shutdown_calls; /* kwq_shutdown() calls: ends drains */
@@ -118,7 +133,7 @@ static struct level *level_get(struct mutex_queue *m, int prio)
 		i++;
 	if (i < m->nlevels && m->levels[i].prio == prio)
 		return &m->levels[i];
-	if (m->nlevels == m->cap) {
+	if (m->nlevels + m->reserve >= m->cap) { /* I7 */
 		size_t cap = m->cap ? m->cap * 2 : 4;
 		struct level *l = realloc(m->levels, cap * sizeof *l);
 		if (l == NULL)
@@ -130,6 +145,21 @@ static struct level *level_get(struct mutex_queue *m, int prio)
 	m->nlevels++;
 	m->levels[i] = (struct level){ .prio = prio };
 	return &m->levels[i];
+}
+
+/* Make room for one more held+dirty item's level (I7). */
+static int level_reserve(struct mutex_queue *m)
+{
+	if (m->nlevels + m->reserve + 1 > m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 4;
+		struct level *l = realloc(m->levels, cap * sizeof *l);
+		if (l == NULL)
+			return -ENOMEM;
+		m->levels = l;
+		m->cap = cap;
+	}
+	m->reserve++;
+	return 0;
 }
 
 static void level_drop_if_empty(struct mutex_queue *m, struct level *l)
@@ -214,6 +244,9 @@ static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config 
 	if (!ck_hs_init(&m->processing, HS_MODE, kwq__item_hs_hash,
 			kwq__item_hs_compare, &kwq__ck_allocator, HS_INITIAL, base->seed))
 		goto free_dirty;
+	if (!ck_hs_init(&m->waiting, HS_MODE, kwq__item_hs_hash,
+			kwq__item_hs_compare, &kwq__ck_allocator, HS_INITIAL, base->seed))
+		goto free_processing;
 
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -224,6 +257,8 @@ static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config 
 	pthread_mutex_init(&m->lock, NULL);
 	return &m->base;
 
+free_processing:
+	ck_hs_destroy(&m->processing);
 free_dirty:
 	ck_hs_destroy(&m->dirty);
 free_m:
@@ -248,6 +283,13 @@ static void mutex_destroy(struct kwq *q)
 	ck_hs_iterator_init(&it);
 	while (ck_hs_next(&m->dirty, &it, &obj))
 		free(entry_of(obj));
+	/* I6: a waiting item is in processing too, or in no other set. */
+	ck_hs_iterator_init(&it);
+	while (ck_hs_next(&m->waiting, &it, &obj)) {
+		if (set_get(&m->processing, obj) == NULL)
+			free(entry_of(obj));
+	}
+	ck_hs_destroy(&m->waiting);
 	ck_hs_destroy(&m->processing);
 	ck_hs_destroy(&m->dirty);
 	free(m->levels);
@@ -263,11 +305,78 @@ static bool is_empty(const struct mutex_queue *m)
 	return m->count == 0 && ck_hs_count((ck_hs_t *)&m->processing) == 0;
 }
 
-/*
- * kwq_add with a priority; with due_only, only an item already due (queued
- * or held+dirty) is touched, and 1 says it was (see kwq_ops.absorb).
- */
-static int add_impl(struct kwq *q, const struct kwq_key *k, int prio, bool due_only)
+/* An item of a non-empty waiting set (absent or held and waiting). */
+static struct kwq_item *waiting_get(struct mutex_queue *m, const void *key)
+{
+	return ck_hs_count(&m->waiting) == 0 ? NULL : set_get(&m->waiting, key);
+}
+
+/* The wait ends (it fired, or an immediate add cancelled it). */
+static void wait_end(struct mutex_queue *m, struct entry *e)
+{
+	struct kwq_item *it = item_of(e);
+	ck_hs_remove(&m->waiting, (unsigned long)it->hash, it);
+	e->wait = NULL;
+}
+
+/* A counted add (the item was not dirty). */
+static void count_add(struct mutex_queue *m, struct entry *e)
+{
+	if (m->metrics != NULL) {
+		e->add_ns = kwq_clock_now(m->base.clock);
+		kwq__metrics_on_add(m->metrics);
+	}
+}
+
+/* A queued item re-added: a higher priority moves it to that level's tail. */
+static int raise_queued(struct mutex_queue *m, struct entry *e, int prio)
+{
+	if (prio <= e->qprio)
+		return 0;
+	if (level_get(m, prio) == NULL)
+		return -ENOMEM;
+	fifo_unlink(m, e);
+	fifo_push(m, e, prio); /* the level exists: cannot fail */
+	return 0;
+}
+
+/* held -> held+dirty, re-queued by done with prio. */
+static int make_dirty(struct mutex_queue *m, struct entry *e, int prio)
+{
+	struct kwq_item *it = item_of(e);
+	if (level_reserve(m) != 0)
+		return -ENOMEM;
+	if (!ck_hs_put(&m->dirty, (unsigned long)it->hash, it)) {
+		m->reserve--;
+		return -ENOMEM;
+	}
+	e->dprio = prio;
+	count_add(m, e);
+	return 0;
+}
+
+/* absent (a new entry, or one that only waits) -> queued. */
+static int make_queued(struct mutex_queue *m, struct entry *e, int prio)
+{
+	struct kwq_item *it = item_of(e);
+	if (fifo_push(m, e, prio) != 0)
+		return -ENOMEM;
+	if (!ck_hs_put(&m->dirty, (unsigned long)it->hash, it)) {
+		fifo_unlink(m, e);
+		return -ENOMEM;
+	}
+	count_add(m, e);
+	pthread_cond_signal(&m->cond);
+	return 0;
+}
+
+/* The highest of prio and a waiting item's priority (API.md). */
+static int with_wait_prio(const struct entry *e, int prio)
+{
+	return e->wait != NULL && e->wait->priority > prio ? e->wait->priority : prio;
+}
+
+static int mutex_add(struct kwq *q, const struct kwq_key *k, int prio)
 {
 	struct mutex_queue *m = mq(q);
 	struct kwq__probe probe;
@@ -281,76 +390,126 @@ static int add_impl(struct kwq *q, const struct kwq_key *k, int prio, bool due_o
 		rc = -ESHUTDOWN;
 		goto out;
 	}
-	it = set_get(&m->dirty, &probe);
-	if (it != NULL) {
+	if ((it = set_get(&m->dirty, &probe)) != NULL) {
 		e = entry_of(it);
 		if (set_get(&m->processing, it) != NULL) {
 			/* held+dirty: remember the highest priority asked */
 			if (prio > e->dprio)
 				e->dprio = prio;
-		} else if (prio > e->qprio) {
-			/* queued: a raise moves it to the tail of its level */
-			struct level *l = level_get(m, prio);
-			if (l == NULL) {
-				rc = -ENOMEM;
-				goto out;
-			}
-			fifo_unlink(m, e);
-			fifo_push(m, e, prio); /* the level exists: cannot fail */
+		} else {
+			rc = raise_queued(m, e, prio);
 		}
-		rc = due_only;
 		goto out;
 	}
-	if (due_only)
-		goto out; /* absent or held: not due */
-
-	it = set_get(&m->processing, &probe);
-	bool held = it != NULL;
-	if (held) {
+	if ((it = set_get(&m->processing, &probe)) != NULL) {
 		e = entry_of(it);
+		rc = make_dirty(m, e, with_wait_prio(e, prio));
+	} else if ((it = waiting_get(m, &probe)) != NULL) {
+		e = entry_of(it);
+		rc = make_queued(m, e, with_wait_prio(e, prio));
 	} else {
 		e = kwq__entry_new(ITEM_OFFSET + sizeof(struct kwq_item), ITEM_OFFSET, k);
 		if (e == NULL) {
 			rc = -ENOMEM;
-			goto out;
-		}
-		it = item_of(e);
-	}
-	if (!held && fifo_push(m, e, prio) != 0) {
-		free(e);
-		rc = -ENOMEM;
-		goto out;
-	}
-	if (!ck_hs_put(&m->dirty, (unsigned long)it->hash, it)) {
-		if (!held) {
-			fifo_unlink(m, e);
+		} else if ((rc = make_queued(m, e, prio)) != 0) {
 			free(e);
 		}
-		rc = -ENOMEM;
 		goto out;
 	}
-	if (m->metrics != NULL) {
-		e->add_ns = kwq_clock_now(q->clock);
-		kwq__metrics_on_add(m->metrics);
+	if (rc == 0 && e->wait != NULL) {
+		/* An immediate add cancels the wait (in this critical section). */
+		kwq__wait_drop(e->wait);
+		wait_end(m, e);
 	}
-	if (held) {
-		e->dprio = prio; /* held -> held+dirty: queued again by done */
-		goto out;
-	}
-	pthread_cond_signal(&m->cond);
 out:
 	pthread_mutex_unlock(&m->lock);
 	return rc;
 }
 
-static int mutex_add(struct kwq *q, const struct kwq_key *k, int prio)
+static int mutex_add_after(struct kwq *q, const struct kwq_key *k, struct kwq__wait_req *req)
 {
-	return add_impl(q, k, prio, false);
+	struct mutex_queue *m = mq(q);
+	struct kwq__probe probe;
+	struct kwq_item *it;
+	struct entry *e;
+	int rc = 0;
+
+	req->rec = NULL;
+	kwq__item_probe(&probe, k);
+	pthread_mutex_lock(&m->lock);
+	if (m->shutting_down) {
+		rc = -ESHUTDOWN;
+		goto out;
+	}
+	if ((it = set_get(&m->dirty, &probe)) != NULL) {
+		/* queued or held+dirty: due already, only the priority rises */
+		e = entry_of(it);
+		if (set_get(&m->processing, it) != NULL) {
+			if (req->priority > e->dprio)
+				e->dprio = req->priority;
+		} else {
+			rc = raise_queued(m, e, req->priority);
+		}
+		rc = rc == 0 ? 1 : rc;
+		goto out;
+	}
+	it = set_get(&m->processing, &probe);
+	if (it == NULL)
+		it = waiting_get(m, &probe);
+	if (it != NULL && entry_of(it)->wait != NULL) {
+		/* waiting already: merge, or a new record for an earlier time */
+		rc = kwq__wait_update(&entry_of(it)->wait, req, k);
+		goto out;
+	}
+	/* absent, or held and not waiting: a new wait */
+	struct kwq__wait *w = NULL;
+	if ((rc = kwq__wait_update(&w, req, k)) != 0)
+		goto out;
+	e = it != NULL ? entry_of(it)
+		       : kwq__entry_new(ITEM_OFFSET + sizeof(struct kwq_item), ITEM_OFFSET, k);
+	if (e == NULL || !ck_hs_put(&m->waiting, (unsigned long)k->hash, item_of(e))) {
+		if (it == NULL)
+			free(e);
+		free(w);
+		req->rec = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	e->wait = w;
+out:
+	pthread_mutex_unlock(&m->lock);
+	return rc;
 }
 
-static int mutex_absorb(struct kwq *q, const struct kwq_key *k, int prio)
+static int mutex_fire(struct kwq *q, struct kwq__wait *w, const struct kwq_key *k, bool drop)
 {
-	return add_impl(q, k, prio, true);
+	struct mutex_queue *m = mq(q);
+	struct kwq__probe probe;
+	int rc = 1;
+
+	kwq__item_probe(&probe, k);
+	pthread_mutex_lock(&m->lock);
+	struct kwq_item *it = waiting_get(m, &probe);
+	struct entry *e = it != NULL ? entry_of(it) : NULL;
+	if (e == NULL || e->wait != w) {
+		rc = 0; /* stale: cancelled or moved earlier since */
+		goto out;
+	}
+	bool held = set_get(&m->processing, it) != NULL;
+	if (drop || m->shutting_down) {
+		rc = m->shutting_down ? -ESHUTDOWN : 0;
+	} else {
+		rc = held ? make_dirty(m, e, w->priority) : make_queued(m, e, w->priority);
+		if (rc != 0)
+			goto out; /* -ENOMEM: still waiting, the timer retries */
+		rc = 1;
+	}
+	wait_end(m, e);
+	if (!held && rc != 1)
+		free(e); /* in no set now (I4) */
+out:
+	pthread_mutex_unlock(&m->lock);
+	return rc;
 }
 
 static void deadline_timespec(int64_t deadline, struct timespec *ts)
@@ -419,18 +578,20 @@ static int mutex_done(struct kwq *q, struct kwq_item *it)
 	}
 	struct entry *e = entry_of(it);
 	bool dirty = set_get(&m->dirty, it) != NULL;
-	/* held+dirty -> queued at the tail of the priority asked */
-	if (dirty && fifo_push(m, e, e->dprio) != 0) {
-		rc = -ENOMEM;
-		goto out;
+	/* held+dirty -> queued at the tail of the priority asked; the room
+	 * for its level was kept since it became dirty (I7) */
+	if (dirty) {
+		m->reserve--;
+		rc = fifo_push(m, e, e->dprio);
+		assert(rc == 0);
 	}
 	if (m->metrics != NULL)
 		kwq__metrics_on_done(m->metrics, kwq_clock_now(q->clock) - e->get_ns);
 	ck_hs_remove(&m->processing, (unsigned long)it->hash, it);
 	if (dirty)
 		pthread_cond_signal(&m->cond);
-	else
-		free(e);
+	else if (e->wait == NULL)
+		free(e); /* in no set now (I4); a waiting one stays in waiting */
 	if (m->shutting_down && is_empty(m))
 		pthread_cond_broadcast(&m->drained);
 out:
@@ -495,7 +656,8 @@ const struct kwq_ops kwq__mutex_ops = {
 	.get = mutex_get,
 	.done = mutex_done,
 	.len = mutex_len,
-	.absorb = mutex_absorb,
+	.add_after = mutex_add_after,
+	.fire = mutex_fire,
 	.metrics = mutex_metrics,
 	.shutdown = mutex_shutdown,
 	.shutting_down = mutex_shutting_down,

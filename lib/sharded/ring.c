@@ -65,6 +65,7 @@
  */
 #include "ring.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,9 @@
 
 /* Reclaimed segments kept for reuse (malloc of 8 KiB blocks is slow). */
 #define SPARES_MAX 4
+
+/* kwq__ring_len: the tail slots it looks at for puts in flight. */
+#define LEN_SCAN 64
 
 /* How long a consumer waits for a late producer before poisoning. */
 #define LATE_SPINS 64
@@ -118,39 +122,77 @@ static size_t seg_size(const struct kwq_ring *r)
 	return (size + SEG_ALIGN - 1) & ~(size_t)(SEG_ALIGN - 1);
 }
 
+/* Under reclaim_lock: s joins the spares. */
+static void spare_push(struct kwq_ring *r, struct kwq_ring_seg *s)
+{
+	s->retired_next = r->spares;
+	r->spares = s;
+	uint32_t n = atomic_load_explicit(&r->nspares, memory_order_relaxed);
+	atomic_store_explicit(&r->nspares, n + 1, memory_order_seq_cst);
+}
+
+/*
+ * Under reclaim_lock: take a spare; an unreserved taker only one above the
+ * reservations.  RING.V2 (the store of nspares, then the load of
+ * reserved, both seq_cst) pairs with RING.V1 in kwq__ring_reserve (the
+ * FAA of reserved, then the load of nspares): a reserver either sees the
+ * spare gone and makes another, or this taker sees its reservation and
+ * puts the spare back.
+ */
+static struct kwq_ring_seg *spare_take(struct kwq_ring *r, bool reserved)
+{
+	struct kwq_ring_seg *s = r->spares;
+	if (s == NULL)
+		return NULL;
+	uint32_t n = atomic_load_explicit(&r->nspares, memory_order_relaxed);
+	atomic_store_explicit(&r->nspares, n - 1, memory_order_seq_cst); /* RING.V2 */
+	if (!reserved && n - 1 < atomic_load_explicit(&r->reserved, memory_order_seq_cst)) {
+		atomic_store_explicit(&r->nspares, n, memory_order_relaxed);
+		return NULL; /* promised to a reservation */
+	}
+	r->spares = s->retired_next;
+	return s;
+}
+
 /* A freed segment: kept as a spare, or freed (under reclaim_lock). */
 static void seg_discard(struct kwq_ring *r, struct kwq_ring_seg *s)
 {
 	atomic_fetch_add_explicit(&r->segs_freed, 1, memory_order_relaxed);
-	if (r->nspares < SPARES_MAX) {
-		s->retired_next = r->spares;
-		r->spares = s;
-		r->nspares++;
-	} else {
+	uint32_t keep = atomic_load_explicit(&r->reserved, memory_order_relaxed);
+	if (keep < SPARES_MAX)
+		keep = SPARES_MAX;
+	if (atomic_load_explicit(&r->nspares, memory_order_relaxed) < keep)
+		spare_push(r, s);
+	else
 		free(s);
-	}
 }
 
-static struct kwq_ring_seg *seg_new(struct kwq_ring *r, uint64_t base)
+static struct kwq_ring_seg *seg_alloc(struct kwq_ring *r)
+{
+	struct kwq_ring_seg *s = aligned_alloc(SEG_ALIGN, seg_size(r));
+	if (s != NULL && (uintptr_t)s >> 48 != 0) { /* does not fit the packed word */
+		free(s);
+		s = NULL;
+	}
+	return s;
+}
+
+/* A segment for ring index base.  *reserved: a reserved put, which takes a
+ * spare first and spends its reservation on it (*reserved = false then). */
+static struct kwq_ring_seg *seg_new(struct kwq_ring *r, uint64_t base, bool *reserved)
 {
 	size_t size = seg_size(r);
 	struct kwq_ring_seg *s = NULL;
 
 	pthread_mutex_lock(&r->reclaim_lock); /* once per seg_slots puts */
-	if ((s = r->spares) != NULL) {
-		r->spares = s->retired_next;
-		r->nspares--;
+	s = spare_take(r, *reserved);
+	if (s != NULL && *reserved) {
+		*reserved = false;
+		atomic_fetch_sub_explicit(&r->reserved, 1, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&r->reclaim_lock);
-	if (s == NULL) {
-		s = aligned_alloc(SEG_ALIGN, size);
-		if (s == NULL)
-			return NULL;
-		if ((uintptr_t)s >> 48 != 0) { /* does not fit the packed word */
-			free(s);
-			return NULL;
-		}
-	}
+	if (s == NULL && (s = seg_alloc(r)) == NULL)
+		return NULL;
 	memset(s, 0, size); /* every slot EMPTY */
 	atomic_init(&s->next, NULL);
 	s->base = base;
@@ -170,11 +212,13 @@ int kwq__ring_init(struct kwq_ring *r, uint32_t seg_slots)
 	r->seg_slots = seg_slots;
 	r->retired = NULL;
 	r->spares = NULL;
-	r->nspares = 0;
+	atomic_init(&r->nspares, 0);
+	atomic_init(&r->reserved, 0);
 	atomic_init(&r->segs_allocated, 0);
 	atomic_init(&r->segs_freed, 0);
 	pthread_mutex_init(&r->reclaim_lock, NULL);
-	struct kwq_ring_seg *s = seg_new(r, 0);
+	bool unreserved = false;
+	struct kwq_ring_seg *s = seg_new(r, 0, &unreserved);
 	if (s == NULL) {
 		pthread_mutex_destroy(&r->reclaim_lock);
 		return -ENOMEM;
@@ -267,13 +311,15 @@ static bool swing(_Atomic uint64_t *word, struct kwq_ring_seg *s,
 }
 
 /* Find s->next, linking a new segment if there is none. */
-static struct kwq_ring_seg *link_next(struct kwq_ring *r, struct kwq_ring_seg *s)
+static struct kwq_ring_seg *link_next(struct kwq_ring *r, struct kwq_ring_seg *s,
+				      bool *reserved)
 {
 	/* L2: pairs with L1. */
 	struct kwq_ring_seg *next = atomic_load_explicit(&s->next, memory_order_acquire);
 	if (next != NULL)
 		return next;
-	struct kwq_ring_seg *n = seg_new(r, s->base + r->seg_slots);
+	bool had = *reserved;
+	struct kwq_ring_seg *n = seg_new(r, s->base + r->seg_slots, reserved);
 	if (n == NULL)
 		return NULL;
 	KWQ_YIELD();
@@ -283,6 +329,11 @@ static struct kwq_ring_seg *link_next(struct kwq_ring *r, struct kwq_ring_seg *s
 						    memory_order_acquire))
 		return n;
 	pthread_mutex_lock(&r->reclaim_lock); /* never published */
+	if (had && !*reserved) {
+		/* The reservation bought n: keep both for the next try. */
+		atomic_fetch_add_explicit(&r->reserved, 1, memory_order_relaxed);
+		*reserved = true;
+	}
 	seg_discard(r, n);
 	pthread_mutex_unlock(&r->reclaim_lock);
 	return next;
@@ -304,12 +355,56 @@ static void release_overflow(struct kwq_ring *r, struct kwq_ring_seg *s, bool re
 		reclaim(r, NULL);
 }
 
+int kwq__ring_reserve(struct kwq_ring *r)
+{
+	/* RING.V1: pairs with RING.V2. */
+	uint32_t want = atomic_fetch_add_explicit(&r->reserved, 1, memory_order_seq_cst) + 1;
+	if (atomic_load_explicit(&r->nspares, memory_order_seq_cst) >= want)
+		return 0;
+	int rc = 0;
+	pthread_mutex_lock(&r->reclaim_lock);
+	while (atomic_load_explicit(&r->nspares, memory_order_relaxed) <
+	       atomic_load_explicit(&r->reserved, memory_order_relaxed)) {
+		struct kwq_ring_seg *s = seg_alloc(r);
+		if (s == NULL) {
+			atomic_fetch_sub_explicit(&r->reserved, 1, memory_order_relaxed);
+			rc = -ENOMEM;
+			break;
+		}
+		spare_push(r, s);
+	}
+	pthread_mutex_unlock(&r->reclaim_lock);
+	return rc;
+}
+
+void kwq__ring_unreserve(struct kwq_ring *r)
+{
+	atomic_fetch_sub_explicit(&r->reserved, 1, memory_order_relaxed);
+}
+
+static int put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag,
+		  bool reserved);
+
 int kwq__ring_put(struct kwq_ring *r, void *item)
 {
-	return kwq__ring_put_at(r, item, NULL, 0);
+	return put_at(r, item, NULL, 0, false);
 }
 
 int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag)
+{
+	return put_at(r, item, pos, tag, false);
+}
+
+void kwq__ring_put_reserved_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos,
+			       uint64_t tag)
+{
+	int rc = put_at(r, item, pos, tag, true);
+	assert(rc == 0); /* a spare was kept for it */
+	(void)rc;
+}
+
+static int put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag,
+		  bool reserved)
 {
 	const uint64_t n = r->seg_slots;
 
@@ -332,14 +427,17 @@ int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint
 			if (atomic_compare_exchange_strong_explicit(&s->slot[i], &v,
 								    (uintptr_t)item,
 								    memory_order_seq_cst,
-								    memory_order_acquire))
+								    memory_order_acquire)) {
+				if (reserved) /* not spent on a segment */
+					kwq__ring_unreserve(r);
 				return 0;
+			}
 			/* Poisoned by a consumer that gave up on us. F1: pairs with A3. */
 			atomic_store_explicit(&s->slot[i], SLOT_FINAL, memory_order_release);
 			continue;
 		}
 
-		struct kwq_ring_seg *next = link_next(r, s);
+		struct kwq_ring_seg *next = link_next(r, s, &reserved);
 		if (next == NULL) {
 			release_overflow(r, s, false);
 			return -ENOMEM;
@@ -412,7 +510,8 @@ void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
 				return NULL;
 			}
 			/* A producer overflowed s: help it link the next one. */
-			next = link_next(r, s);
+			bool unreserved = false;
+			next = link_next(r, s, &unreserved);
 			if (next == NULL) {
 				release_overflow(r, s, false);
 				return NULL;
@@ -431,10 +530,22 @@ size_t kwq__ring_len(struct kwq_ring *r)
 	pthread_mutex_lock(&r->reclaim_lock);
 	uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
 	uint64_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+	struct kwq_ring_seg *ts = seg_of(t);
 	uint64_t hc = count_of(h) < n ? count_of(h) : n;
 	uint64_t tc = count_of(t) < n ? count_of(t) : n;
 	uint64_t hi = seg_of(h)->base + hc;
-	uint64_t ti = seg_of(t)->base + tc;
+	uint64_t ti = ts->base + tc;
+	/* Claimed, not yet published: not visible to a take.  Slots at or
+	 * past head were claimed by no consumer, so each is EMPTY or an item. */
+	uint64_t from = ti > LEN_SCAN ? ti - LEN_SCAN : 0;
+	if (from < ts->base)
+		from = ts->base;
+	if (from < hi)
+		from = hi;
+	uint64_t unpublished = 0;
+	for (uint64_t i = from; i < ti; i++)
+		unpublished += atomic_load_explicit(&ts->slot[i - ts->base],
+						    memory_order_relaxed) == SLOT_EMPTY;
 	pthread_mutex_unlock(&r->reclaim_lock);
-	return ti > hi ? (size_t)(ti - hi) : 0;
+	return ti > hi + unpublished ? (size_t)(ti - hi - unpublished) : 0;
 }

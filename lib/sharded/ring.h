@@ -22,6 +22,9 @@
  *   kwq__ring_init           excl         allocates     -
  *   kwq__ring_destroy        excl         -             -
  *   kwq__ring_put            any          lock-free     release (and seq_cst)
+ *   kwq__ring_reserve        any          short lock    seq_cst (RING.V1/V2)
+ *   kwq__ring_unreserve      any          wait-free     -
+ *   kwq__ring_put_reserved   any          lock-free     as put; never fails
  *   kwq__ring_take           any          lock-free     acquire
  *   kwq__ring_pending        any          wait-free     seq_cst loads
  *   kwq__ring_len            any          short lock    snapshot
@@ -52,7 +55,8 @@ struct kwq_ring {
 	alignas(64) pthread_mutex_t reclaim_lock;
 	struct kwq_ring_seg *retired;        /* under reclaim_lock */
 	struct kwq_ring_seg *spares;         /* under reclaim_lock */
-	uint32_t nspares;                    /* under reclaim_lock */
+	_Atomic uint32_t nspares;            /* changed under reclaim_lock (RING.V*) */
+	_Atomic uint32_t reserved;           /* puts promised a segment (RING.V*) */
 	uint32_t seg_slots;
 	_Atomic uint64_t segs_allocated;     /* statistics for tests */
 	_Atomic uint64_t segs_freed;
@@ -85,6 +89,19 @@ void *kwq__ring_take(struct kwq_ring *r);
 #define KWQ_RING_POS_SHIFT 3
 
 int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag);
+
+/*
+ * Reservations, for a put that must not fail (a re-queue on done).
+ * kwq__ring_reserve() promises one later put the segment it may need: it
+ * keeps at least as many spare segments as there are reservations, and an
+ * unreserved put never takes a spare below that.  0 or -ENOMEM (nothing
+ * reserved).  kwq__ring_put_reserved_at() is put_at spending a reservation:
+ * it cannot fail.  kwq__ring_unreserve() gives one back unspent.
+ */
+int kwq__ring_reserve(struct kwq_ring *r);
+void kwq__ring_unreserve(struct kwq_ring *r);
+void kwq__ring_put_reserved_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos,
+			       uint64_t tag);
 void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos);
 
 /*
@@ -93,7 +110,12 @@ void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos);
  */
 bool kwq__ring_pending(struct kwq_ring *r);
 
-/* The number of items; exact when no call is in flight. */
+/*
+ * The number of items a take can find: a slot claimed by a put that has
+ * not yet published into it is not counted (among the last slots of the
+ * tail segment, where puts in flight are).  Exact when no call is in
+ * flight.
+ */
 size_t kwq__ring_len(struct kwq_ring *r);
 
 #endif

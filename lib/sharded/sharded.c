@@ -64,9 +64,17 @@
  * re-queued entry through a relaxed store, with no happens-before; the
  * delay stress under TSan caught it.)
  *
+ * Delayed adds (lib/delay/delay.c explains the whole): the key's wait is
+ * entry.wait, a pointer to the timer's record, set, merged, cancelled and
+ * fired only under the shard lock, by add_after, add and fire.  So an
+ * immediate add cancels a wait in its own critical section, and a record
+ * the timer fires after that is recognised as stale (entry.wait no longer
+ * points to it) and ignored: no lookup outside the shard, no lock beyond
+ * it, nothing after the add.
+ *
  * Who changes what:
- *   - add and done change the state word, qprio, dprio and stale only
- *     under the shard lock;
+ *   - add, add_after, fire and done change the state word, qprio, dprio,
+ *     wait and stale only under the shard lock;
  *   - get changes QUEUED -> HELD with a CAS (H2) without the lock on its
  *     fast path; of two copies of one entry only one CAS wins;
  *   - the lanes are touched by add and done (put, under the shard lock)
@@ -85,6 +93,13 @@
  *      made the entry HELD to the done that left HELD, and there is one
  *      entry per key;
  *   I5 kwq_len = copies in the lanes (ring.c counts them) - s->stale.
+ *   I6 entry.wait != NULL (the key waits on a delayed add) only while the
+ *      entry is ABSENT or HELD: a QUEUED or HELD|DIRTY key is due, so a
+ *      delayed add of it is absorbed, and the add or the firing that
+ *      makes it so ends the wait in the same critical section.  A sweep
+ *      never frees a waiting entry.
+ *   I7 a HELD|DIRTY entry holds one ring reservation on the lane of its
+ *      dprio (ring.h): its re-queue on done cannot fail.
  *
  * Linearization points:
  *   add    the shard lock's critical section (the state change, and the
@@ -96,6 +111,10 @@
  *          re-checks after seeing the close, so a queued item is never
  *          left behind by an -ESHUTDOWN).
  *   done   its critical section under the shard lock.
+ *   add_after  its critical section: absorbed (QUEUED, HELD|DIRTY), or
+ *          the wait set, merged or moved earlier (ABSENT, HELD).
+ *   fire   its critical section: the record is the entry's current wait
+ *          (or stale, and nothing happens), and the key is added.
  *   len    the lanes' snapshots less the stale count (exact when
  *          quiescent).
  *   shutdown  the last shard closed; drain returns when the count of
@@ -276,6 +295,7 @@ struct entry {
 				   tag and ring index of its current copy */
 	_Atomic int32_t qprio; /* priority it is queued with (written under lock) */
 	int32_t dprio;         /* HELD|DIRTY: priority to re-queue with (under lock) */
+	struct kwq__wait *wait; /* pending delayed add, or NULL (under lock; I6) */
 	unsigned stale : 31;   /* stale copies of it in the lanes (under lock) */
 	unsigned aged : 1;     /* ABSENT through a whole sweep interval (under lock) */
 };
@@ -296,7 +316,7 @@ static inline void state_set(struct entry *e, uint32_t st)
 }
 
 /* With the 16-byte item head, a short key fits a 64-byte malloc chunk. */
-static_assert(sizeof(struct entry) == 24, "entry header: 24 bytes");
+static_assert(sizeof(struct entry) == 32, "entry header: 32 bytes");
 
 #define ITEM_OFFSET KWQ__ITEM_OFFSET(struct entry)
 #define ENTRY_SIZE (ITEM_OFFSET + sizeof(struct kwq_item))
@@ -873,7 +893,8 @@ static void sweep(struct sharded_queue *s, struct shard *sh)
 	while (ck_hs_next(&sh->set, &it, &obj)) {
 		struct entry *e = entry_of(obj);
 		if (state_get(e) != ST_ABSENT ||
-		    e->stale != 0) /* a lane still points to it */
+		    e->stale != 0 ||     /* a lane still points to it */
+		    e->wait != NULL)     /* it waits on a delayed add */
 			continue;
 		if (e->aged) {
 			ck_hs_remove(&sh->set, (unsigned long)item_of(e)->hash, item_of(e));
@@ -896,15 +917,144 @@ static void sweep(struct sharded_queue *s, struct shard *sh)
 		ck_hs_gc(&sh->set, 0, 0);
 }
 
+/* A new ABSENT entry for k in its shard's set (under the lock). */
+static struct entry *entry_create(struct sharded_queue *s, struct shard *sh,
+				  const struct kwq_key *k)
+{
+	struct entry *e = entry_new(s, k);
+	if (e == NULL)
+		return NULL;
+	atomic_init(&e->state, ST_ABSENT);
+	atomic_init(&e->qprio, 0);
+	if (!ck_hs_put(&sh->set, (unsigned long)k->hash, item_of(e))) {
+		entry_free(s, e);
+		return NULL;
+	}
+	sh->cached++;
+	return e;
+}
+
+/* An entry entry_create() made that its caller could not use. */
+static void entry_unmake(struct sharded_queue *s, struct shard *sh, struct entry *e)
+{
+	ck_hs_remove(&sh->set, (unsigned long)item_of(e)->hash, item_of(e));
+	shard_forget(sh, e);
+	sh->cached--;
+	entry_free(s, e);
+}
+
+/* ABSENT -> QUEUED at the tail of lane (under the lock). */
+static int make_queued(struct sharded_queue *s, struct shard *sh, struct entry *e,
+		       struct lane *lane)
+{
+	atomic_store_explicit(&e->qprio, lane->prio, memory_order_relaxed);
+	if (lane_put(lane, e) != 0) /* it put the word back */
+		return -ENOMEM;
+	e->aged = 0;
+	sh->cached--;
+	sh->live++;
+	count_add(s, sh, e);
+	return 0;
+}
+
 /*
- * kwq_add with a priority; with due_only, only an entry already due
- * (QUEUED or HELD|DIRTY) is touched, and 1 says it was (kwq_ops.absorb).
+ * HELD -> HELD|DIRTY, to be re-queued on lane by done.  The ring put that
+ * re-queue makes is reserved here, so done cannot fail (I7).
  */
-static int add_impl(struct kwq *q, const struct kwq_key *k, int prio, bool due_only)
+static int make_dirty(struct sharded_queue *s, struct shard *sh, struct entry *e,
+		      struct lane *lane)
+{
+	if (kwq__ring_reserve(&lane->ring) != 0)
+		return -ENOMEM;
+	state_set(e, ST_HELD_DIRTY);
+	e->dprio = lane->prio;
+	count_add(s, sh, e);
+	return 0;
+}
+
+/* HELD|DIRTY asked again with lane's priority: keep the highest, and move
+ * the re-queue's reservation with it. */
+static int raise_dirty(struct sharded_queue *s, struct entry *e, struct lane *lane)
+{
+	if (lane->prio <= e->dprio)
+		return 0;
+	struct lane *old = lane_find(s, e->dprio);
+	if (kwq__ring_reserve(&lane->ring) != 0)
+		return -ENOMEM;
+	kwq__ring_unreserve(&old->ring);
+	e->dprio = lane->prio;
+	return 0;
+}
+
+/*
+ * A QUEUED entry (state word w) added again with lane's priority: nothing
+ * to do but the H1 CAS, or a raise to the tail of a higher lane.  Returns
+ * 0 (*put: a new copy was put), -ENOMEM, or 1 when a get took it
+ * meanwhile: it is HELD now.
+ */
+static int add_queued(struct sharded_queue *s, struct entry *e, uint64_t w,
+		      struct lane *lane, bool *put)
+{
+	int32_t was = atomic_load_explicit(&e->qprio, memory_order_relaxed);
+	/*
+	 * A raise parks the entry in MOVING while it puts the new copy, so
+	 * that no get can win the old copy in between (a get that read the
+	 * old position before the put changed it would otherwise hold the
+	 * entry while the new copy stays current).
+	 */
+	const uint64_t queued = w;
+	const uint64_t to = lane->prio > was ? (w & ~ST_MASK) | ST_MOVING : w;
+	KWQ_YIELD();
+	/* H1: pairs with H2.  Fails only if a get took it meanwhile. */
+	if (!atomic_compare_exchange_strong_explicit(&e->state, &w, to,
+						     memory_order_acq_rel,
+						     memory_order_relaxed)) {
+		assert((w & ST_MASK) == ST_HELD);
+		return 1;
+	}
+	if (to == queued)
+		return 0;
+	/* A raise: a new current copy at the tail of the higher lane (its put
+	 * stores QUEUED with the new position); the old copy is left stale
+	 * (dropped when taken). */
+	atomic_store_explicit(&e->qprio, lane->prio, memory_order_relaxed);
+	if (lane_put(lane, e) != 0) {
+		atomic_store_explicit(&e->qprio, was, memory_order_relaxed);
+		/* M1: pairs with H2: QUEUED again at the old copy. */
+		atomic_store_explicit(&e->state, queued, memory_order_release);
+		return -ENOMEM;
+	}
+	e->stale++;
+	atomic_fetch_add_explicit(&s->stale, 1, memory_order_relaxed);
+	*put = true;
+	return 0;
+}
+
+/*
+ * The lane an immediate add of e with lane's priority goes to: a waiting
+ * entry keeps its wait's priority if that is higher (API.md).  NULL on
+ * ENOMEM.  (Under the shard lock; lane_get may take lanes_lock inside it.)
+ */
+static struct lane *lane_with_wait(struct sharded_queue *s, struct entry *e, struct lane *lane)
+{
+	if (e->wait == NULL || e->wait->priority <= lane->prio)
+		return lane;
+	return lane_get(s, e->wait->priority);
+}
+
+/* The wait ends: it fired, or an immediate add cancelled it. */
+static void wait_end(struct entry *e, bool cancel)
+{
+	if (cancel)
+		kwq__wait_drop(e->wait);
+	e->wait = NULL;
+}
+
+static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 {
 	struct sharded_queue *s = sq(q);
 	struct shard *sh = shard_of(s, k->hash);
-	struct lane *lane = lane_get(s, prio);
+	struct lane *lane = lane_get(s, prio), *l;
 	struct entry *e;
 	bool put = false;
 	int rc = 0;
@@ -914,117 +1064,129 @@ static int add_impl(struct kwq *q, const struct kwq_key *k, int prio, bool due_o
 	shard_lock(sh);
 	if (sh->closed) {
 		rc = -ESHUTDOWN;
-		goto out;
-	}
-	e = shard_find(sh, k);
-	if (e == NULL && due_only)
-		goto out; /* absent: not due */
-	if (e == NULL) {
-		e = entry_new(s, k);
-		if (e == NULL) {
+	} else if ((e = shard_find(sh, k)) == NULL) {
+		if ((e = entry_create(s, sh, k)) == NULL)
 			rc = -ENOMEM;
-			goto out;
-		}
-		atomic_init(&e->state, ST_ABSENT); /* lane_put makes it QUEUED */
-		atomic_init(&e->qprio, prio);
-		if (!ck_hs_put(&sh->set, (unsigned long)k->hash, item_of(e))) {
-			entry_free(s, e);
-			rc = -ENOMEM;
-			goto out;
-		}
-		if (lane_put(lane, e) != 0) {
-			ck_hs_remove(&sh->set, (unsigned long)k->hash, item_of(e));
-			entry_free(s, e);
-			rc = -ENOMEM;
-			goto out;
-		}
-		sh->live++;
-		count_add(s, sh, e);
-		put = true;
-		goto out;
-	}
-
-	uint64_t w = atomic_load_explicit(&e->state, memory_order_relaxed);
-	switch ((uint32_t)(w & ST_MASK)) {
-	case ST_ABSENT:
-		if (due_only)
-			break;
-		atomic_store_explicit(&e->qprio, prio, memory_order_relaxed);
-		if (lane_put(lane, e) != 0) { /* it put the word back */
-			rc = -ENOMEM;
-			goto out;
-		}
-		e->aged = 0;
-		sh->cached--;
-		sh->live++;
-		count_add(s, sh, e);
-		put = true;
-		break;
-	case ST_QUEUED: {
-		int32_t was = atomic_load_explicit(&e->qprio, memory_order_relaxed);
-		/*
-		 * A raise parks the entry in MOVING while it puts the new copy,
-		 * so that no get can win the old copy in between (a get that
-		 * read the old position before the put changed it would
-		 * otherwise hold the entry while the new copy stays current).
-		 */
-		const uint64_t queued = w;
-		const uint64_t to = prio > was ? (w & ~ST_MASK) | ST_MOVING : w;
-		KWQ_YIELD();
-		/* H1: pairs with H2.  Fails only if a get took it meanwhile. */
-		if (atomic_compare_exchange_strong_explicit(&e->state, &w, to,
-							    memory_order_acq_rel,
-							    memory_order_relaxed)) {
-			rc = due_only;
-			if (to == queued)
+		else if ((rc = make_queued(s, sh, e, lane)) != 0)
+			entry_unmake(s, sh, e);
+		put = rc == 0;
+	} else {
+		uint64_t w = atomic_load_explicit(&e->state, memory_order_relaxed);
+		switch ((uint32_t)(w & ST_MASK)) {
+		case ST_QUEUED: /* never waiting: a wait of it was absorbed */
+			if ((rc = add_queued(s, e, w, lane, &put)) != 1)
 				break;
-			/* A raise: a new current copy at the tail of the higher
-			 * lane (its put stores QUEUED with the new position);
-			 * the old copy is left stale (dropped when taken). */
-			atomic_store_explicit(&e->qprio, prio, memory_order_relaxed);
-			if (lane_put(lane, e) != 0) {
-				atomic_store_explicit(&e->qprio, was, memory_order_relaxed);
-				/* M1: pairs with H2: QUEUED again at the old copy. */
-				atomic_store_explicit(&e->state, queued, memory_order_release);
-				rc = -ENOMEM;
-			} else {
-				e->stale++;
-				atomic_fetch_add_explicit(&s->stale, 1, memory_order_relaxed);
-				put = true;
-			}
+			/* fall through - the get made it HELD */
+		case ST_HELD:
+			l = lane_with_wait(s, e, lane);
+			rc = l == NULL ? -ENOMEM : make_dirty(s, sh, e, l);
+			if (rc == 0 && e->wait != NULL)
+				wait_end(e, true); /* the add cancels the wait */
+			break;
+		case ST_ABSENT:
+			l = lane_with_wait(s, e, lane);
+			rc = l == NULL ? -ENOMEM : make_queued(s, sh, e, l);
+			put = rc == 0;
+			if (rc == 0 && e->wait != NULL)
+				wait_end(e, true);
+			break;
+		default: /* HELD|DIRTY: the lock orders us before done */
+			rc = raise_dirty(s, e, lane);
 			break;
 		}
-		}
-		assert((w & ST_MASK) == ST_HELD);
-		/* fall through: the get made it HELD */
-	case ST_HELD:
-		if (due_only)
-			break;
-		state_set(e, ST_HELD_DIRTY);
-		e->dprio = prio;
-		count_add(s, sh, e);
-		break;
-	default: /* HELD|DIRTY: the lock orders us before done */
-		if (prio > e->dprio)
-			e->dprio = prio;
-		rc = due_only;
-		break;
 	}
-out:
 	shard_unlock(sh);
 	if (put)
 		kwq__park_notify(&s->park);
 	return rc;
 }
 
-static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
+static int sharded_add_after(struct kwq *q, const struct kwq_key *k, struct kwq__wait_req *req)
 {
-	return add_impl(q, k, prio, false);
+	struct sharded_queue *s = sq(q);
+	struct shard *sh = shard_of(s, k->hash);
+	struct lane *lane = lane_get(s, req->priority);
+	struct entry *e;
+	bool put = false;
+	int rc = 0;
+
+	req->rec = NULL;
+	if (lane == NULL)
+		return -ENOMEM;
+	shard_lock(sh);
+	if (sh->closed) {
+		rc = -ESHUTDOWN;
+	} else if ((e = shard_find(sh, k)) == NULL) {
+		/* absent: a new entry that waits */
+		struct kwq__wait *w = NULL;
+		if ((rc = kwq__wait_update(&w, req, k)) == 0) {
+			if ((e = entry_create(s, sh, k)) == NULL) {
+				free(w);
+				req->rec = NULL;
+				rc = -ENOMEM;
+			} else {
+				e->wait = w;
+			}
+		}
+	} else {
+		uint64_t w = atomic_load_explicit(&e->state, memory_order_relaxed);
+		switch ((uint32_t)(w & ST_MASK)) {
+		case ST_QUEUED: /* due already: only the priority may rise */
+			if ((rc = add_queued(s, e, w, lane, &put)) != 1) {
+				rc = rc == 0 ? 1 : rc;
+				break;
+			}
+			/* fall through - the get made it HELD, so it waits */
+		case ST_HELD:
+		case ST_ABSENT:
+			rc = kwq__wait_update(&e->wait, req, k);
+			break;
+		default: /* HELD|DIRTY: due already */
+			rc = raise_dirty(s, e, lane);
+			rc = rc == 0 ? 1 : rc;
+			break;
+		}
+	}
+	shard_unlock(sh);
+	if (put)
+		kwq__park_notify(&s->park);
+	return rc;
 }
 
-static int sharded_absorb(struct kwq *q, const struct kwq_key *k, int prio)
+static int sharded_fire(struct kwq *q, struct kwq__wait *w, const struct kwq_key *k, bool drop)
 {
-	return add_impl(q, k, prio, true);
+	struct sharded_queue *s = sq(q);
+	struct shard *sh = shard_of(s, k->hash);
+	struct entry *e;
+	bool put = false;
+	int rc = 1;
+
+	shard_lock(sh);
+	if ((e = shard_find(sh, k)) == NULL || e->wait != w) {
+		rc = 0; /* stale: cancelled or moved earlier since */
+	} else if (drop || sh->closed) {
+		wait_end(e, false);
+		rc = sh->closed ? -ESHUTDOWN : 0;
+	} else {
+		struct lane *lane = lane_get(s, w->priority);
+		uint32_t st = state_get(e);
+		assert(st == ST_ABSENT || st == ST_HELD); /* I6 */
+		if (lane == NULL)
+			rc = -ENOMEM;
+		else if (st == ST_ABSENT)
+			rc = make_queued(s, sh, e, lane);
+		else
+			rc = make_dirty(s, sh, e, lane);
+		put = rc == 0 && st == ST_ABSENT;
+		if (rc == 0) {
+			wait_end(e, false);
+			rc = 1;
+		}
+	}
+	shard_unlock(sh);
+	if (put)
+		kwq__park_notify(&s->park);
+	return rc;
 }
 
 static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
@@ -1084,13 +1246,11 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 		if (sh->cached >= sh->sweep_at)
 			sweep(s, sh);
 	} else if (st == ST_HELD_DIRTY) {
-		struct lane *lane = lane_get(s, e->dprio);
+		/* Its lane exists and its put was reserved by make_dirty (I7). */
+		struct lane *lane = lane_find(s, e->dprio);
 		atomic_store_explicit(&e->qprio, e->dprio, memory_order_relaxed);
-		if (lane == NULL || lane_put(lane, e) != 0) { /* still HELD|DIRTY */
-			rc = -ENOMEM;
-		} else {
-			put = true;
-		}
+		kwq__ring_put_reserved_at(&lane->ring, e, &e->state, lane->tag);
+		put = true;
 	} else {
 		rc = -EINVAL;
 	}
@@ -1199,7 +1359,8 @@ const struct kwq_ops kwq__sharded_ops = {
 	.get = sharded_get,
 	.done = sharded_done,
 	.len = sharded_len,
-	.absorb = sharded_absorb,
+	.add_after = sharded_add_after,
+	.fire = sharded_fire,
 	.metrics = sharded_metrics,
 	.shutdown = sharded_shutdown,
 	.shutting_down = sharded_shutting_down,
