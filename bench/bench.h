@@ -112,6 +112,7 @@ void bench_join(pthread_t *tids, size_t n);
 
 void bench_register_w1(void);
 void bench_register_w2(void);
+void bench_register_w7(void);
 void bench_register_w3(void);
 void bench_register_w4(void);
 void bench_register_w5(void);

@@ -17,6 +17,13 @@ enum w2_mix {
 	W2_PRIO10,  /* kwq rows only: a producer's i-th add (i from 0) is
 	               kwq_add_with(priority 10) when i % 10 == 0, kwq_add
 	               (priority 0) otherwise */
+	W2_WAITS,   /* kwq rows only: W2 with 1,000 other keys ("bg/<i>")
+	               waiting on kwq_add_after(1 h) before timing */
+	W2_W7,      /* kwq rows only: W7, the controller steady state: the
+	               queue is named "w7" with limiter exponential(1 ms, 1 s),
+	               the 1,000 waits of W2_WAITS, and a worker's n-th get
+	               (n from 1) fails when n % 16 == 0 (rate-limited retry,
+	               then done), else succeeds (forget, then done) */
 };
 
 /*

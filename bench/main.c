@@ -110,6 +110,7 @@ int main(int argc, char **argv)
 	bench_register_w4();
 	bench_register_w5();
 	bench_register_w6();
+	bench_register_w7();
 	bench_register_prio_mix();
 	bench_register_named();
 	bench_register_coalesce();

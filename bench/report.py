@@ -57,6 +57,14 @@ WORKLOADS = [
     ("named", "named-queue overhead",
      "W1, and W2 at K=100000 P=C=4, on a named queue (it keeps metrics); "
      "x unnamed: against the same run's W1 and W2", "x unnamed"),
+    ("waits", "W2 with waits pending",
+     "W2 at K=100000 with 1,000 other keys waiting on add_after(1 h); "
+     "x no waits: against the same run's W2 (unnamed, or named for the named rows)",
+     "x no waits"),
+    ("W7", "W7 controller steady state",
+     "a named queue, exponential(1 ms, 1 s) limiter, 1,000 waits pending, W2's "
+     "producers at K=100000, every 16th get of a worker retried rate-limited; "
+     "x W2: against the same run's unnamed W2 at the same (P,C)", "x W2"),
     ("coalesce", "producers-only coalesce", "P producers re-adding 16 queued keys", "x floor"),
     ("memory", "memory", "RSS per queued key, 1,000,000 keys", "x floor"),
     ("idle", "idle cost", "8 workers blocked in get on an empty queue", "x floor"),
@@ -95,7 +103,10 @@ def parse_name(run_name):
     parts = run_name.split("/")
     workload = parts[0].split("_")[0]
     params = {}
-    if workload == "named":
+    if parts[0] in ("W2_waits", "named_W2_waits"):
+        workload = "waits"
+        params["named"] = parts[0].startswith("named")
+    elif workload == "named":
         params["of"] = parts[0].split("_")[1]
     for p in parts[2:]:
         if ":" in p:
@@ -159,6 +170,14 @@ def figures_from_results(benchmarks):
             for f in base_figures(p["of"], b, impl, p):
                 figs.append(f.copy(workload=wl, name=f.name + ", named",
                                    order=(p["of"], f.order, 1), plot=(p["of"], f.name)))
+        elif wl in ("waits", "W7"):
+            tag = ", named" if p.get("named") else ""
+            for i, what in enumerate(("adds", "gets")):
+                name = "%s/s P=%d C=%d%s" % (what, p["P"], p["C"], tag)
+                figs.append(Figure(wl, name, impl, b[what], "rate", "higher",
+                                   (bool(tag), i, p["P"]),
+                                   plot=("named" if tag else "W2",
+                                         "%s/s K=%d P=%d C=%d" % (what, p["K"], p["P"], p["C"]))))
         elif wl == "coalesce":
             t = b.get("threads", 1)
             figs.append(Figure(wl, "adds/s P=%d" % t, impl, b["adds"], "rate", "higher", t))
@@ -188,6 +207,12 @@ def with_baselines(figs):
     for f in figs:
         if f.workload == "prio" and f.plot[1] != 0:
             f.base = by.get(("prio", f.impl, (f.plot[0], 0)))
+        elif f.workload in ("waits", "W7"):
+            of, name = f.plot
+            if of == "named":  # named_W2 of the same (P,C)
+                f.base = by.get(("named", f.impl, ("W2", name)))
+            else:
+                f.base = by.get(("W2", f.impl, name))
         elif f.workload == "named":
             of, name = f.plot
             plain = by.get((of, f.impl, name))

@@ -72,6 +72,69 @@ static void *w2_producer_prio10(void *arg)
 	return NULL;
 }
 
+/*
+ * W7's worker: the controller's loop.  (With kwq_finish, 0.2: KWQ_RETRY
+ * and KWQ_OK in place of the two pairs of calls.)
+ */
+static void *w7_worker(void *arg)
+{
+	struct w2_thread *th = arg;
+	struct w2_run *run = th->run;
+	kwq_t *q = run->t.q;
+	uint64_t got = 0;
+	kwq_item_t *it;
+	int err;
+
+	pthread_barrier_wait(&run->start);
+	while ((err = kwq_get(q, &it)) == 0) {
+		size_t len;
+		const void *key = kwq_item_key(it, &len);
+		if (++got % 16 == 0) {
+			int rc = kwq_add_rate_limited(q, key, len);
+			if (rc != 0 && rc != -ESHUTDOWN)
+				th->err = rc;
+		} else {
+			kwq_forget(q, key, len);
+		}
+		kwq_done(q, it);
+	}
+	th->got = got;
+	if (err != -ESHUTDOWN)
+		th->err = err;
+	return NULL;
+}
+
+#define BG_WAITS 1000
+
+/* The 1,000 waits of W2_WAITS and W7, made before timing. */
+static int w2_background(kwq_t *q)
+{
+	for (int i = 0; i < BG_WAITS; i++) {
+		char key[16];
+		int n = snprintf(key, sizeof key, "bg/%d", i);
+		int rc = kwq_add_after(q, key, (size_t)n, 3600 * INT64_C(1000000000));
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* W7's queue: named "w7", exponential(1 ms, 1 s). */
+static int w7_open(struct tp *t, const struct tp_row *row, kb_state *st)
+{
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = row->kwq->impl;
+	cfg.name = "w7";
+	cfg.limiter = kwq_limiter_exponential(1000000, 1000000000);
+	t->kind = TP_KWQ;
+	t->q = cfg.limiter != NULL ? kwq_new(&cfg) : NULL;
+	if (t->q == NULL) {
+		kb_skip(st, "kwq_new(w7) failed");
+		return -1;
+	}
+	return 0;
+}
+
 static void *w2_worker(void *arg)
 {
 	struct w2_thread *th = arg;
@@ -108,16 +171,22 @@ void bench_w2_run(kb_state *st, const struct tp_row *row, unsigned P, unsigned C
 		pthread_t tid[2 * W2_MAX_THREADS];
 		int err = 0;
 
-		if (tp_open(&run.t, row, st) != 0)
+		if ((mix == W2_W7 ? w7_open(&run.t, row, st) : tp_open(&run.t, row, st)) != 0)
 			return;
+		if ((mix == W2_WAITS || mix == W2_W7) && w2_background(run.t.q) != 0) {
+			tp_free(&run.t);
+			kb_skip(st, "the background waits failed");
+			return;
+		}
 		pthread_barrier_init(&run.start, NULL, P + C + 1);
 		for (unsigned p = 0; p < P; p++)
 			th[p] = (struct w2_thread){ .run = &run, .first = p * K / P, .count = M };
 		for (unsigned c = 0; c < C; c++)
 			th[P + c].run = &run;
-		bench_spawn(tid, P, mix == W2_PLAIN ? w2_producer : w2_producer_prio10, th,
+		bench_spawn(tid, P, mix == W2_PRIO10 ? w2_producer_prio10 : w2_producer, th,
 			    sizeof th[0]);
-		bench_spawn(tid + P, C, w2_worker, th + P, sizeof th[0]);
+		bench_spawn(tid + P, C, mix == W2_W7 ? w7_worker : w2_worker, th + P,
+			    sizeof th[0]);
 
 		pthread_barrier_wait(&run.start);
 		int64_t t0 = bench_now_ns();
@@ -151,6 +220,54 @@ static void w2(kb_state *st, void *arg)
 }
 
 static struct tp_row rows[8];
+static struct tp_row kwq_rows[8];   /* W2_waits and W7 */
+static struct tp_row named_rows[8]; /* named_W2_waits */
+
+static void w2_waits(kb_state *st, void *arg)
+{
+	bench_w2_run(st, arg, (unsigned)kb_arg(st, 0), (unsigned)kb_arg(st, 1),
+		     (uint64_t)kb_arg(st, 2), W2_WAITS);
+}
+
+static void w7(kb_state *st, void *arg)
+{
+	bench_w2_run(st, arg, (unsigned)kb_arg(st, 0), (unsigned)kb_arg(st, 1),
+		     (uint64_t)kb_arg(st, 2), W2_W7);
+}
+
+/*
+ * W2 with 1,000 waits pending (unnamed, and named "bench" as named_W2),
+ * at K = 100000 and the (P,C) of W7; W7 at (1,1), (4,4), (8,8).  kwq rows.
+ */
+void bench_register_w7(void)
+{
+	static const int64_t pc[] = { 1, 4, 8 };
+	static const char *const names[] = { "P", "C", "K" };
+	size_t n = tp_kwq_rows(kwq_rows, NULL);
+	size_t nn = tp_kwq_rows(named_rows, "bench");
+	char name[64];
+
+	for (size_t r = 0; r < n; r++) {
+		snprintf(name, sizeof name, "W2_waits/%s", kwq_rows[r].name);
+		kb_case *c = bench_register_once(name, w2_waits, &kwq_rows[r]);
+		kb_arg_names(c, 3, names);
+		for (size_t i = 0; i < sizeof pc / sizeof pc[0]; i++)
+			kb_args(c, 3, (const int64_t[]){ pc[i], pc[i], 100000 });
+	}
+	for (size_t r = 0; r < nn; r++) {
+		snprintf(name, sizeof name, "named_W2_waits/%s", named_rows[r].name);
+		kb_case *c = bench_register_once(name, w2_waits, &named_rows[r]);
+		kb_arg_names(c, 3, names);
+		kb_args(c, 3, (const int64_t[]){ 4, 4, 100000 });
+	}
+	for (size_t r = 0; r < n; r++) {
+		snprintf(name, sizeof name, "W7_controller/%s", kwq_rows[r].name);
+		kb_case *c = bench_register_once(name, w7, &kwq_rows[r]);
+		kb_arg_names(c, 3, names);
+		for (size_t i = 0; i < sizeof pc / sizeof pc[0]; i++)
+			kb_args(c, 3, (const int64_t[]){ pc[i], pc[i], 100000 });
+	}
+}
 
 void bench_register_w2(void)
 {
