@@ -73,8 +73,8 @@
  *
  * Shutdown: the timer hands every record it holds back through fire with
  * drop set (the implementation clears the key's wait if it is current),
- * then frees it.  Records appended after the thread stopped are freed by
- * kwq__delay_free(); their keys are never looked at again.
+ * then frees it.  Records appended after the thread stopped are handed
+ * back and freed the same way by kwq__delay_free().
  */
 #include "delay.h"
 
@@ -456,7 +456,7 @@ void kwq__delay_free(struct kwq *q)
 	       n != CDS_WFCQ_WOULDBLOCK) {
 		struct req *r = kwq__container_of(n, struct req, link);
 		tsan_acquire(r); /* DLY.R2 */
-		free(r);
+		settle(d, r, true); /* the key stops pointing to it */
 	}
 	delay_destroy(d);
 }

@@ -275,6 +275,13 @@ static void mutex_destroy(struct kwq *q)
 	ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
 	void *obj;
 
+	/* I6: a waiting item is in processing too, or in no other set:
+	 * free those first, while processing can still be probed. */
+	while (ck_hs_next(&m->waiting, &it, &obj)) {
+		if (set_get(&m->processing, obj) == NULL)
+			free(entry_of(obj));
+	}
+	ck_hs_iterator_init(&it);
 	/* I4: free each entry once; held+dirty ones are in both sets. */
 	while (ck_hs_next(&m->processing, &it, &obj)) {
 		if (set_get(&m->dirty, obj) == NULL)
@@ -283,12 +290,6 @@ static void mutex_destroy(struct kwq *q)
 	ck_hs_iterator_init(&it);
 	while (ck_hs_next(&m->dirty, &it, &obj))
 		free(entry_of(obj));
-	/* I6: a waiting item is in processing too, or in no other set. */
-	ck_hs_iterator_init(&it);
-	while (ck_hs_next(&m->waiting, &it, &obj)) {
-		if (set_get(&m->processing, obj) == NULL)
-			free(entry_of(obj));
-	}
 	ck_hs_destroy(&m->waiting);
 	ck_hs_destroy(&m->processing);
 	ck_hs_destroy(&m->dirty);
