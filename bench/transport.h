@@ -6,7 +6,7 @@
  *   floor_ck_ring     ConcurrencyKit's bounded MPMC ring, workers spin and
  *                     yield on empty.  Only where threads <= cores: a
  *                     producer preempted between claiming and publishing a
- *                     slot stalls every consumer (DESIGN.md section 2).
+ *                     slot stalls every consumer (lib/sharded/ring.h).
  *   floor_mutex_fifo  a bounded ring under one mutex with two condition
  *                     variables, the textbook blocking queue.
  *

@@ -285,7 +285,7 @@ void bench_register_w2(void)
 		for (size_t k = 0; k < sizeof ks / sizeof ks[0]; k++) {
 			for (size_t i = 0; i < sizeof pc / sizeof pc[0]; i++) {
 				/* ck_ring stalls when a thread is preempted
-				 * mid-operation (DESIGN.md section 2). */
+				 * mid-operation (lib/sharded/ring.h). */
 				if (rows[r].kind == TP_CK_RING && 2 * pc[i] > cpus)
 					continue;
 				kb_args(c, 3, (const int64_t[]){ pc[i], pc[i], ks[k] });

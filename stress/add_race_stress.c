@@ -46,13 +46,6 @@ static uint64_t base_key;
 static int64_t a_span[BATCH][2], b_span[BATCH][2];
 static _Atomic unsigned pair_turn[BATCH]; /* per-pair start: both arrive */
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * SEC + ts.tv_nsec;
-}
-
 /* Both racers meet here before each pair; the main thread releases them. */
 static void meet(unsigned gen)
 {
@@ -78,12 +71,12 @@ static void *racer(void *arg)
 			atomic_fetch_add(&pair_turn[i], 1);
 			while (atomic_load(&pair_turn[i]) < want && !atomic_load(&quit))
 				;
-			span[i][0] = now_ns();
+			span[i][0] = stress_now_ns();
 			if (delayed)
 				kwq_add_after(q, &k, sizeof k, 5 * MS);
 			else
 				kwq_add(q, &k, sizeof k);
-			span[i][1] = now_ns();
+			span[i][1] = stress_now_ns();
 		}
 		meet(gen++);
 		if (atomic_load(&quit))
@@ -121,10 +114,10 @@ int main(int argc, char **argv)
 	pthread_create(&ta, NULL, racer, (void *)1);
 	pthread_create(&tb, NULL, racer, NULL);
 
-	const int64_t end = now_ns() + (int64_t)(seconds * SEC);
+	const int64_t end = stress_now_ns() + (int64_t)(seconds * SEC);
 	unsigned gen = 0;
 	long pairs = 0, overlap = 0, extra = 0, missing = 0;
-	while (now_ns() < end) {
+	while (stress_now_ns() < end) {
 		release(&gen); /* the racers run the batch */
 		release(&gen); /* and are back at the barrier */
 		for (int i = 0; i < BATCH; i++)

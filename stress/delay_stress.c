@@ -124,20 +124,6 @@ struct targ {
 	uint64_t rng;
 };
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * SEC + ts.tv_nsec;
-}
-
-static void sleep_ns(int64_t ns)
-{
-	struct timespec ts = { (time_t)(ns / SEC), (long)(ns % SEC) };
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
 static uint64_t rng_next(uint64_t *s)
 {
 	/* xorshift64* */
@@ -231,7 +217,7 @@ static void pace(uint64_t x)
 {
 	/* leave the timer thread and the workers some CPU on a small box */
 	if ((x & 0xf00) == 0)
-		sleep_ns(20000 + (int64_t)((x >> 20) % 100000));
+		stress_sleep_ns(20000 + (int64_t)((x >> 20) % 100000));
 	else if ((x & 0x30) == 0)
 		sched_yield();
 }
@@ -245,13 +231,13 @@ static void *unique_producer(void *arg)
 	for (uint32_t seq = 0; !atomic_load_explicit(&r->stop, memory_order_relaxed); seq++) {
 		uint64_t x = rng_next(&t->rng);
 		if (seq >= PER_PRODUCER) {
-			sleep_ns(MS);
+			stress_sleep_ns(MS);
 			continue;
 		}
 		struct rec *rc = &recs[seq];
 		struct key k = make_key('U', (uint32_t)t->id, seq);
 		int64_t d = pick_delay(x);
-		int64_t t_call = now_ns();
+		int64_t t_call = stress_now_ns();
 		/* recorded before the call: the get that hands the key out
 		 * happens-after everything done before the add */
 		atomic_store_explicit(&rc->ready, t_call + d, memory_order_relaxed);
@@ -282,10 +268,10 @@ static void *shared_producer(void *arg)
 
 	while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
 		uint64_t x = rng_next(&t->rng);
-		int64_t t_call = now_ns();
+		int64_t t_call = stress_now_ns();
 		int64_t gen = (t_call - r->start) / GEN_NS;
 		if (gen >= r->ngen) {
-			sleep_ns(MS);
+			stress_sleep_ns(MS);
 			continue;
 		}
 		uint32_t slot = (uint32_t)((x >> 8) % SLOTS);
@@ -396,7 +382,7 @@ static void *worker(void *arg)
 			violation(r, "get failed: %d", rc);
 			return NULL;
 		}
-		int64_t now = now_ns();
+		int64_t now = stress_now_ns();
 		size_t len;
 		const void *kp = kwq_item_key(it, &len);
 		struct key k;
@@ -440,9 +426,9 @@ static void *drainer(void *arg)
 static bool wait_until(bool (*pred)(struct round *), struct round *r, int64_t deadline)
 {
 	while (!pred(r)) {
-		if (now_ns() > deadline)
+		if (stress_now_ns() > deadline)
 			return false;
-		sleep_ns(200000);
+		stress_sleep_ns(200000);
 	}
 	return true;
 }
@@ -496,7 +482,7 @@ static long run_round(const struct opts *o, enum round_kind kind, double slice, 
 		exit(2);
 	}
 	atomic_init(&r->last_ready, 0);
-	r->start = now_ns();
+	r->start = stress_now_ns();
 
 	int n = o->producers + o->workers;
 	pthread_t t[MAX_THREADS];
@@ -509,7 +495,7 @@ static long run_round(const struct opts *o, enum round_kind kind, double slice, 
 			       is_worker ? worker : shared ? shared_producer : unique_producer,
 			       &ta[i]);
 	}
-	sleep_ns((int64_t)(slice * 1e9));
+	stress_sleep_ns((int64_t)(slice * 1e9));
 
 	if (kind == R_UNIQUE_SHUTDOWN) {
 		/* end under load: producers still adding, delayed adds pending */
@@ -520,7 +506,7 @@ static long run_round(const struct opts *o, enum round_kind kind, double slice, 
 			pthread_create(&dt, NULL, drainer, &da);
 		else
 			kwq_shutdown(r->q);
-		sleep_ns(MS);
+		stress_sleep_ns(MS);
 		atomic_store(&r->stop, true);
 		for (int i = 0; i < n; i++)
 			pthread_join(t[i], NULL);
@@ -558,8 +544,8 @@ static long run_round(const struct opts *o, enum round_kind kind, double slice, 
 					  atomic_load(&r->accepted) - atomic_load(&r->got),
 					  atomic_load(&r->accepted));
 		}
-		while (now_ns() <= last)
-			sleep_ns(MS);
+		while (stress_now_ns() <= last)
+			stress_sleep_ns(MS);
 		if (!shared && kwq_len(r->q) != 0)
 			violation(r, "kwq_len %zu after every add was got", kwq_len(r->q));
 		/* shutdown drops the 60 s waits; the drain returns once what
@@ -635,19 +621,19 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	int64_t end = now_ns() + (int64_t)(o.seconds * 1e9);
+	int64_t end = stress_now_ns() + (int64_t)(o.seconds * 1e9);
 	double slice = o.seconds / 10 < 0.4 ? o.seconds / 10 : 0.4;
 	long rounds = 0, delivered = 0, failed = 0;
 	int64_t max_late = 0;
 	static const enum round_kind cycle[4] = { R_UNIQUE, R_SHARED, R_UNIQUE_SHUTDOWN, R_SHARED };
-	while (now_ns() < end || rounds < (long)(sizeof cycle / sizeof cycle[0])) {
+	while (stress_now_ns() < end || rounds < (long)(sizeof cycle / sizeof cycle[0])) {
 		long rc = run_round(&o, cycle[rounds % 4], slice, (uint64_t)rounds + 1, &max_late);
 		if (rc < 0)
 			failed -= rc;
 		else
 			delivered += rc;
 		rounds++;
-		if (rounds >= 4 && now_ns() >= end)
+		if (rounds >= 4 && stress_now_ns() >= end)
 			break;
 	}
 	printf("%s: %ld rounds, %ld deliveries, latest delivery %.3f ms after its ready time, "

@@ -12,7 +12,7 @@
  * kwq_add_after right after the done.  Rounds alternate the modes.
  *
  * Oracles, per round:
- *   no lost retry   k is handed out a second time within 2 s (API.md: a
+ *   no lost retry   k is handed out a second time within 2 s (the contract: a
  *                   delayed add of an absent or held key makes it wait and
  *                   adds it when due; nothing may cancel it but an
  *                   immediate add, and none is made after it);
@@ -53,19 +53,6 @@ static kwq_t *q;
 static struct key_state keys[MAX_ROUNDS];
 static _Atomic long exclusion_failures;
 static _Atomic int after_pending = -1; /* mode AFTER: round whose key to re-add */
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * SEC + ts.tv_nsec;
-}
-
-static void sleep_ns(int64_t ns)
-{
-	struct timespec ts = { (time_t)(ns / SEC), (long)(ns % SEC) };
-	nanosleep(&ts, NULL);
-}
 
 static enum mode mode_of(int round)
 {
@@ -121,10 +108,10 @@ int main(int argc, char **argv)
 	for (int i = 0; i < WORKERS; i++)
 		pthread_create(&tw[i], NULL, worker, (void *)(intptr_t)(i + 1));
 
-	const int64_t end = now_ns() + (int64_t)(seconds * SEC);
+	const int64_t end = stress_now_ns() + (int64_t)(seconds * SEC);
 	long lost[2] = { 0, 0 }, rounds[2] = { 0, 0 }, extra = 0;
 	int r;
-	for (r = 0; r < MAX_ROUNDS && now_ns() < end; r++) {
+	for (r = 0; r < MAX_ROUNDS && stress_now_ns() < end; r++) {
 		struct key_state *ks = &keys[r];
 		enum mode m = mode_of(r);
 		rounds[m]++;
@@ -134,12 +121,12 @@ int main(int argc, char **argv)
 		}
 		/* Wait for the retry (the second hand-out), re-adding after
 		 * the done in mode AFTER. */
-		const int64_t give_up = now_ns() + 2 * SEC;
-		while (atomic_load(&ks->gets) < 2 && now_ns() < give_up) {
+		const int64_t give_up = stress_now_ns() + 2 * SEC;
+		while (atomic_load(&ks->gets) < 2 && stress_now_ns() < give_up) {
 			int p = r;
 			if (m == AFTER && atomic_compare_exchange_strong(&after_pending, &p, -1))
 				kwq_add_after(q, &r, sizeof r, 1 * US);
-			sleep_ns(20 * US);
+			stress_sleep_ns(20 * US);
 		}
 		if (atomic_load(&ks->gets) < 2) {
 			lost[m]++;
@@ -148,11 +135,11 @@ int main(int argc, char **argv)
 					m == HELD ? "held" : "after", kwq_len(q));
 		}
 		while (atomic_load(&ks->owner) != 0) /* the retry's done */
-			sleep_ns(10 * US);
-		sleep_ns(200 * US); /* the workers park */
+			stress_sleep_ns(10 * US);
+		stress_sleep_ns(200 * US); /* the workers park */
 	}
 	/* A third hand-out would come 1 us after the second one's done. */
-	sleep_ns(20 * MS);
+	stress_sleep_ns(20 * MS);
 	for (int i = 0; i < r; i++)
 		if (atomic_load(&keys[i].gets) > 2)
 			extra += atomic_load(&keys[i].gets) - 2;

@@ -1,6 +1,6 @@
 /*
  * conformance.c - one body of tests for every behaviour of the core API
- * (API.md), run against each implementation as a row of a table.
+ * (the contract in lib/kwq.h), run against each implementation as a row of a table.
  *
  *   conformance ROW     runs every case on one row ("mutex", "sharded")
  *

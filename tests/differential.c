@@ -1,6 +1,6 @@
 /*
  * differential.c - seeded differential test: random single-threaded
- * operation sequences on a tiny executable model of API.md and on every
+ * operation sequences on a tiny executable model of the contract in kwq.h and on every
  * implementation, in lockstep (differential_driver.c says what is compared
  * and how delayed adds are made deterministic).
  *
@@ -18,7 +18,7 @@
  * TAP: one test point for long sequences (default 200 seeds x 300
  * operations), one for short ones (default 400 seeds x 25 operations: a
  * fresh queue's first steps), both with the model reproducing the
- * library's known deviations from API.md (DIFF_KNOWN_QUIRKS); then one
+ * library's known deviations from the contract in kwq.h (DIFF_KNOWN_QUIRKS); then one
  * point per known deviation, with the model following the page on that
  * rule, marked TODO (expected to fail until the library is fixed; an
  * unexpected pass means the quirk can go).  --quirks BITS runs points 1-2
@@ -316,7 +316,7 @@ int main(int argc, char **argv)
 	printf("1..%d\n", npoints);
 	if (c.quirks != 0)
 		printf("# points 1-2: the model reproduces the library's known deviations "
-		       "from API.md (quirks 0x%x, differential_driver.h)\n", c.quirks);
+		       "from the contract in kwq.h (quirks 0x%x, differential_driver.h)\n", c.quirks);
 	fflush(stdout);
 	bool ok = seeds_point(1, "long sequences", c.first_seed, c.seeds, c.ops, &c, &st, NULL);
 	ok &= seeds_point(2, "short sequences", c.first_seed + 1000000, c.short_seeds,
@@ -329,8 +329,8 @@ int main(int argc, char **argv)
 		struct cfg strict = c;
 		strict.quirks = c.quirks & ~bit;
 		char what[160], directive[300];
-		snprintf(what, sizeof what, "API.md's rule, not quirk 0x%x", bit);
-		snprintf(directive, sizeof directive, "TODO the library deviates from API.md: %s",
+		snprintf(what, sizeof what, "the contract's rule, not quirk 0x%x", bit);
+		snprintf(directive, sizeof directive, "TODO the library deviates from the contract in kwq.h: %s",
 			 diff_quirk_text(bit));
 		if (seeds_point(num++, what, c.first_seed, c.seeds, c.ops, &strict, NULL, directive))
 			printf("# quirk 0x%x is gone: drop it from DIFF_KNOWN_QUIRKS\n", bit);

@@ -3,7 +3,7 @@
  *
  * The model
  * =========
- * A plain transcription of API.md for a small fixed set of keys (NKEYS),
+ * A plain transcription of the contract in lib/kwq.h for a small fixed set of keys (NKEYS),
  * single-threaded, with no shortcuts: per key a state (absent, queued,
  * held, held+dirty), the queued position (priority, then the sequence
  * number of the moment it last became queued or was raised), the priority
@@ -1269,10 +1269,10 @@ const char *diff_quirk_text(unsigned quirk)
 	switch (quirk) {
 	case DIFF_QUIRK_ADD_DROPS_WAIT_PRIO:
 		return "an immediate add of a waiting key drops the wait's priority "
-		       "(API.md: the waiting key keeps the higher priority)";
+		       "(the contract: the waiting key keeps the higher priority)";
 	case DIFF_QUIRK_ABSORB_POSITIVE_ONLY:
 		return "a delayed add absorbed by a queued or held+dirty key raises its "
-		       "priority only when the add's priority is > 0 (API.md: any higher one)";
+		       "priority only when the add's priority is > 0 (the contract: any higher one)";
 	default:
 		return "unknown quirk";
 	}

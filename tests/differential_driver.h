@@ -1,6 +1,6 @@
 /*
  * differential_driver.h - run one operation sequence on a tiny executable
- * model of API.md and on every implementation, in lockstep, and compare.
+ * model of the contract in lib/kwq.h and on every implementation, in lockstep, and compare.
  *
  * Shared by the seeded test (differential.c, run by meson test) and the
  * libFuzzer target (fuzz_differential.c): both hand the driver a byte
@@ -22,7 +22,7 @@
 
 /*
  * Model variants.  quirks: rules in which the library is known to differ
- * from API.md, reproduced in the model so that everything else can still
+ * from the contract in lib/kwq.h, reproduced in the model so that everything else can still
  * be compared (empty once the library follows the page).  mutation:
  * deliberately wrong rules (a negative control: the comparison must fail).
  */

@@ -8,7 +8,7 @@
  *
  * Built with -Dfuzz=true by clang only (docs/fuzzing.md).  Environment:
  *   KWQ_DIFF_QUIRKS   the model's quirk bits (default DIFF_KNOWN_QUIRKS:
- *                     the library's known deviations from API.md; 0 = the
+ *                     the library's known deviations from the contract in lib/kwq.h; 0 = the
  *                     page exactly)
  *   KWQ_DIFF_MUTATE   a mutation name (differential --list-mutations): a
  *                     negative control, the fuzzer must then find a crash

@@ -1,5 +1,5 @@
 /*
- * metrics_test.c - client-go's workqueue metrics (API.md "Metrics"), run
+ * metrics_test.c - client-go's workqueue metrics (the header's metrics contract), run
  * against one implementation, as a row of a table:
  *
  *   metrics_test ROW     runs every case on one row ("mutex", "sharded")

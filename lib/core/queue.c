@@ -19,7 +19,7 @@
 #include "kwq.h"
 #include "ops.h"
 
-/* The sizes of the first published option structs (API.md). */
+/* The sizes of the first published option structs (the contract in kwq.h). */
 #define KWQ_ADD_OPTS_SIZE_V1 \
 	(offsetof(struct kwq_add_opts, priority) + sizeof(int))
 #define KWQ_CONFIG_SIZE_V1 \

@@ -7,7 +7,7 @@
  * Whether a key is waiting, and until when, is the key's own state: each
  * implementation keeps a pointer to the key's current wait record in the
  * key's entry and changes it only in the key's critical section
- * (lib/core/wait.h).  So every rule of API.md is decided where the key's
+ * (lib/core/wait.h).  So every rule of the contract in kwq.h is decided where the key's
  * adds, gets and dones are decided:
  *   - kwq_add_after (kwq_ops.add_after): a queued or held+dirty key absorbs
  *     it (priority only); an absent or held key becomes waiting with a new

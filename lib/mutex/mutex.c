@@ -33,7 +33,7 @@
  * So the item states of the API are: queued = dirty and not processing;
  * held = processing and not dirty; held+dirty = both.
  *
- * Differences from the reference, as API.md states them: done takes the
+ * Differences from the reference, as the header states them: done takes the
  * handle a get returned, so a done of something not held is -EINVAL instead
  * of queueing a duplicate; a refused add returns -ESHUTDOWN; drain waits for
  * queued and held items, and a kwq_shutdown during it ends it.  Priorities
@@ -371,7 +371,7 @@ static int make_queued(struct mutex_queue *m, struct entry *e, int prio)
 	return 0;
 }
 
-/* The highest of prio and a waiting item's priority (API.md). */
+/* The highest of prio and a waiting item's priority (the contract in kwq.h). */
 static int with_wait_prio(const struct entry *e, int prio)
 {
 	return e->wait != NULL && e->wait->priority > prio ? e->wait->priority : prio;

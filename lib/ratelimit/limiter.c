@@ -58,7 +58,7 @@ void kwq_limiter_free(kwq_limiter_t *l)
 
 /* ------------------------------------------------------------------ custom */
 
-/* The size of the first published struct kwq_limiter_ops (API.md). */
+/* The size of the first published struct kwq_limiter_ops (the contract in kwq.h). */
 #define KWQ_LIMITER_OPS_SIZE_V1 \
 	(offsetof(struct kwq_limiter_ops, destroy) + sizeof(void (*)(void *)))
 

@@ -128,7 +128,7 @@
  * higher lane after the get looked there may be passed over by that get
  * (the get linearizes before that add).
  *
- * Happens-before (API.md):
+ * Happens-before (the contract in kwq.h):
  *   - add(k) -> the get covering it: a first add puts the entry in the
  *     ring with a release (P1 in ring.c); the get's take acquires it.  A
  *     coalesced add on QUEUED does an acq_rel CAS QUEUED->QUEUED (H1), a
@@ -199,7 +199,7 @@
  * carry no timestamps (entry_times is a prefix allocated only for named
  * queues) and its hot paths test one pointer.
  *
- * Parking deviates from the one-word eventcount of DESIGN.md: the waiter
+ * Parking deviates from the textbook one-word eventcount: the waiter
  * count and the wake token are two words, and each parked thread sleeps
  * on its own futex word, popped by the waker from an idle list under a
  * mutex.  The waker knows exactly whom it woke, so the token (the "wake
@@ -1032,7 +1032,7 @@ static int add_queued(struct sharded_queue *s, struct entry *e, uint64_t w,
 
 /*
  * The lane an immediate add of e with lane's priority goes to: a waiting
- * entry keeps its wait's priority if that is higher (API.md).  NULL on
+ * entry keeps its wait's priority if that is higher (the contract in kwq.h).  NULL on
  * ENOMEM.  (Under the shard lock; lane_get may take lanes_lock inside it.)
  */
 static struct lane *lane_with_wait(struct sharded_queue *s, struct entry *e, struct lane *lane)
