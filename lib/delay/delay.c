@@ -92,6 +92,7 @@
 #include <urcu/wfcqueue.h>
 
 #include "../core/clock.h"
+#include "../core/inject.h"
 #include "../core/ops.h"
 #include "timeline.h"
 
@@ -304,6 +305,7 @@ static void *timer_main(void *arg)
 		bool nomem = false;
 		bool took = take_requests(d, &nomem);
 		maybe_compact(d);
+		KWQ_YIELD(); /* a caller may append and step the clock here */
 		bool fired = fire_due(d, kwq_clock_now(d->clock));
 		int64_t next = next_ready(d);
 		atomic_store(&d->sleep_until, next); /* DLY.S3 */
