@@ -43,6 +43,17 @@
  *           returned before another began appended first).  Only the timer
  *           thread touches the timeline and takes from the inbox.
  *
+ * Order.  The timer reads the clock before it takes the inbox, and fires
+ * only after taking all of it (a node whose appender is between its two
+ * steps makes it yield and start over): a record appended before a clock
+ * step that the read sees is in the timeline when that step's firings are
+ * decided, so what one step (or one pass of the real clock) makes due
+ * fires in (ready time, call) order.  Taking first and reading the clock
+ * after let a step land in between: a later wait already taken fired
+ * before an earlier one still in the inbox.  The one exception is a
+ * timeline that cannot grow (out of memory): the timer then fires what it
+ * holds before taking the rest, and retries every RETRY_NS.
+ *
  * A stale record stays in the timeline until it surfaces or a compaction
  * drops it: it is recognised by its dropped flag (DLY.D1/D2: the
  * implementation's last access to it happens-before the timer's free) or,
@@ -56,8 +67,9 @@
  *
  *   caller:  append; enqueued++ (DLY.S1); read sleep_until (DLY.S2);
  *            if ready < sleep_until: wake++ (DLY.W1), futex wake
- *   timer:   w = wake (DLY.W2); take the inbox; fire; sleep_until = next
- *            (DLY.S3); read enqueued (DLY.S4): all taken -> futex_wait(w)
+ *   timer:   w = wake (DLY.W2); now = the clock; take the inbox; fire
+ *            what is due at now; sleep_until = next (DLY.S3); read enqueued
+ *            (DLY.S4): all taken -> futex_wait(w)
  *
  *   S1..S4 are seq_cst: either the timer's S4 sees the caller's S1 and
  *   loops, or the caller's S2 sees S3 and wakes it.  Reading w before
@@ -302,20 +314,28 @@ static void *timer_main(void *arg)
 		uint32_t w = atomic_load_explicit(&d->wake, memory_order_acquire); /* DLY.W2 */
 		if (atomic_load(&d->stop))
 			break;
+		/*
+		 * The clock first, then the inbox: every record appended
+		 * before a step that this read sees is taken below, so what
+		 * one step makes due fires in (ready time, call) order.
+		 */
+		int64_t now = kwq_clock_now(d->clock);
+		KWQ_YIELD(); /* a caller may append and step the clock here */
 		bool nomem = false;
 		bool took = take_requests(d, &nomem);
+		if (!took && !nomem) {
+			/* an appender between its two steps: records behind its
+			 * node may be due before what the timeline holds */
+			sched_yield();
+			continue;
+		}
 		maybe_compact(d);
-		KWQ_YIELD(); /* a caller may append and step the clock here */
-		bool fired = fire_due(d, kwq_clock_now(d->clock));
+		bool fired = fire_due(d, now);
 		int64_t next = next_ready(d);
 		atomic_store(&d->sleep_until, next); /* DLY.S3 */
 
-		if (atomic_load(&d->enqueued) != d->consumed) { /* DLY.S4 */
-			if (!took && !nomem)
-				sched_yield(); /* a preempted appender: let it finish */
-			if (!nomem)
-				continue;
-		}
+		if (atomic_load(&d->enqueued) != d->consumed && !nomem) /* DLY.S4 */
+			continue;
 		if (atomic_load(&d->stop))
 			break;
 
