@@ -17,9 +17,20 @@
  * FINAL means both of the slot's claimants are done with it.
  *
  * A claim with count >= n ("overflow") finds or links the next segment,
- * swings the word to (next, 0) and retries there.  Consumers swing the
- * tail (helping) before the head, so head's segment is never ahead of
- * tail's: every segment behind head is finished with on both sides.
+ * swings the word to it and retries there.  A producer that links puts its
+ * own item in slot 0 of the new segment before the link, and marks the
+ * link (bit 0 of s->next, NEXT_FILLED): the tail then swings to (next, 1),
+ * slot 0 counting as the linker's claim, and the linker's put is complete
+ * with its link.  So a put links at most one segment, and a reserved put
+ * (whose reservation is one spare segment) can never need a second one:
+ * others cannot fill the segment it links before it claims a slot there.
+ * (Linking an empty segment and retrying the claim let them: the retry
+ * then needed an unreserved segment, and failed without memory.)  A
+ * consumer that helps a stalled producer links an empty segment, unmarked:
+ * the tail swings to (next, 0).  The head always swings to (next, 0).
+ * Consumers swing the tail (helping) before the head, so head's segment is
+ * never ahead of tail's: every segment behind head is finished with on
+ * both sides.
  *
  * Reclamation
  * -----------
@@ -54,7 +65,8 @@
  *      loads): every access to a segment happens-before its free.
  *   L1 link CAS of s->next (acq_rel) pairs with L2 (load of s->next,
  *      acquire) and with itself on failure: a new segment is initialized
- *      before anyone reaches it.
+ *      (its slot 0 and the put's position word included, for a marked
+ *      link) before anyone reaches it.
  *   S1 swung++ (acq_rel) pairs with itself: the second swinger sees the
  *      first one's claims[] count.
  *   C1/C2 the claim FAAs and the swings are seq_cst: they are the
@@ -91,8 +103,12 @@
 
 enum { TAIL = 0, HEAD = 1 };
 
+/* s->next: the next segment, | NEXT_FILLED when its linker's item is in
+ * its slot 0. */
+#define NEXT_FILLED ((uintptr_t)1)
+
 struct kwq_ring_seg {
-	_Atomic(struct kwq_ring_seg *) next;
+	_Atomic uintptr_t next;
 	uint64_t base;                  /* ring index of slot 0 (for len) */
 	_Atomic uint64_t claims[2];     /* FAAs received, set by the swings */
 	_Atomic uint64_t ovf_done;      /* overflow claims released */
@@ -114,6 +130,11 @@ static inline struct kwq_ring_seg *seg_of(uint64_t w)
 static inline uint64_t count_of(uint64_t w)
 {
 	return w & CLAIM_MASK;
+}
+
+static inline struct kwq_ring_seg *next_seg(uintptr_t link)
+{
+	return (struct kwq_ring_seg *)(link & ~NEXT_FILLED);
 }
 
 static size_t seg_size(const struct kwq_ring *r)
@@ -177,24 +198,20 @@ static struct kwq_ring_seg *seg_alloc(struct kwq_ring *r)
 	return s;
 }
 
-/* A segment for ring index base.  *reserved: a reserved put, which takes a
- * spare first and spends its reservation on it (*reserved = false then). */
-static struct kwq_ring_seg *seg_new(struct kwq_ring *r, uint64_t base, bool *reserved)
+/* A segment for ring index base.  reserved: a reserved put, which may take
+ * any spare (its reservation keeps one for it). */
+static struct kwq_ring_seg *seg_new(struct kwq_ring *r, uint64_t base, bool reserved)
 {
 	size_t size = seg_size(r);
 	struct kwq_ring_seg *s = NULL;
 
 	pthread_mutex_lock(&r->reclaim_lock); /* once per seg_slots puts */
-	s = spare_take(r, *reserved);
-	if (s != NULL && *reserved) {
-		*reserved = false;
-		atomic_fetch_sub_explicit(&r->reserved, 1, memory_order_relaxed);
-	}
+	s = spare_take(r, reserved);
 	pthread_mutex_unlock(&r->reclaim_lock);
 	if (s == NULL && (s = seg_alloc(r)) == NULL)
 		return NULL;
 	memset(s, 0, size); /* every slot EMPTY */
-	atomic_init(&s->next, NULL);
+	atomic_init(&s->next, 0);
 	s->base = base;
 	atomic_init(&s->claims[TAIL], 0);
 	atomic_init(&s->claims[HEAD], 0);
@@ -217,8 +234,7 @@ int kwq__ring_init(struct kwq_ring *r, uint32_t seg_slots)
 	atomic_init(&r->segs_allocated, 0);
 	atomic_init(&r->segs_freed, 0);
 	pthread_mutex_init(&r->reclaim_lock, NULL);
-	bool unreserved = false;
-	struct kwq_ring_seg *s = seg_new(r, 0, &unreserved);
+	struct kwq_ring_seg *s = seg_new(r, 0, false);
 	if (s == NULL) {
 		pthread_mutex_destroy(&r->reclaim_lock);
 		return -ENOMEM;
@@ -233,7 +249,8 @@ void kwq__ring_destroy(struct kwq_ring *r)
 	/* Head is never ahead of tail: every live segment follows it. */
 	struct kwq_ring_seg *s = seg_of(atomic_load_explicit(&r->head, memory_order_relaxed));
 	while (s != NULL) {
-		struct kwq_ring_seg *n = atomic_load_explicit(&s->next, memory_order_relaxed);
+		struct kwq_ring_seg *n = next_seg(atomic_load_explicit(&s->next,
+								       memory_order_relaxed));
 		free(s);
 		s = n;
 	}
@@ -287,18 +304,19 @@ static void reclaim(struct kwq_ring *r, struct kwq_ring_seg *retire)
 }
 
 /*
- * Move *word off s (if it is still on it) to (next, 0).  Returns true when
+ * Move *word off s (if it is still on it) to the segment of link: (next, 1)
+ * for the tail when the link is marked, else (next, 0).  Returns true when
  * this made the second of the two swings of s: the caller retires it.
  */
-static bool swing(_Atomic uint64_t *word, struct kwq_ring_seg *s,
-		  struct kwq_ring_seg *next, int side)
+static bool swing(_Atomic uint64_t *word, struct kwq_ring_seg *s, uintptr_t link, int side)
 {
+	uint64_t to = pack(next_seg(link), side == TAIL && (link & NEXT_FILLED) ? 1 : 0);
 	uint64_t cur = atomic_load_explicit(word, memory_order_relaxed);
 
 	while (seg_of(cur) == s) {
 		KWQ_YIELD();
 		/* C2 */
-		if (atomic_compare_exchange_weak_explicit(word, &cur, pack(next, 0),
+		if (atomic_compare_exchange_weak_explicit(word, &cur, to,
 							  memory_order_seq_cst,
 							  memory_order_relaxed)) {
 			atomic_store_explicit(&s->claims[side], count_of(cur),
@@ -310,31 +328,40 @@ static bool swing(_Atomic uint64_t *word, struct kwq_ring_seg *s,
 	return false;
 }
 
-/* Find s->next, linking a new segment if there is none. */
-static struct kwq_ring_seg *link_next(struct kwq_ring *r, struct kwq_ring_seg *s,
-				      bool *reserved)
+/*
+ * s->next (0 when out of memory), linking a new segment if there is none.
+ * A producer passes its item (and position word): a segment it links holds
+ * the item in slot 0, the link is marked NEXT_FILLED, and *placed is set:
+ * the put is done.  A consumer passes NULL.
+ */
+static uintptr_t link_next(struct kwq_ring *r, struct kwq_ring_seg *s, bool reserved,
+			   void *item, _Atomic uint64_t *pos, uint64_t tag, bool *placed)
 {
 	/* L2: pairs with L1. */
-	struct kwq_ring_seg *next = atomic_load_explicit(&s->next, memory_order_acquire);
-	if (next != NULL)
+	uintptr_t next = atomic_load_explicit(&s->next, memory_order_acquire);
+	if (next != 0)
 		return next;
-	bool had = *reserved;
 	struct kwq_ring_seg *n = seg_new(r, s->base + r->seg_slots, reserved);
 	if (n == NULL)
-		return NULL;
+		return 0;
+	uintptr_t link = (uintptr_t)n;
+	if (item != NULL) {
+		if (pos != NULL)
+			atomic_store_explicit(pos, tag | (n->base << KWQ_RING_POS_SHIFT),
+					      memory_order_relaxed);
+		atomic_store_explicit(&n->slot[0], (uintptr_t)item, memory_order_relaxed);
+		link |= NEXT_FILLED;
+	}
 	KWQ_YIELD();
 	/* L1: publishes n's initialization. */
-	if (atomic_compare_exchange_strong_explicit(&s->next, &next, n,
+	if (atomic_compare_exchange_strong_explicit(&s->next, &next, link,
 						    memory_order_acq_rel,
-						    memory_order_acquire))
-		return n;
-	pthread_mutex_lock(&r->reclaim_lock); /* never published */
-	if (had && !*reserved) {
-		/* The reservation bought n: keep both for the next try. */
-		atomic_fetch_add_explicit(&r->reserved, 1, memory_order_relaxed);
-		*reserved = true;
+						    memory_order_acquire)) {
+		*placed = item != NULL;
+		return link;
 	}
-	seg_discard(r, n);
+	pthread_mutex_lock(&r->reclaim_lock); /* never published */
+	seg_discard(r, n); /* a spare again: the reservation still needs one */
 	pthread_mutex_unlock(&r->reclaim_lock);
 	return next;
 }
@@ -428,7 +455,7 @@ static int put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_
 								    (uintptr_t)item,
 								    memory_order_seq_cst,
 								    memory_order_acquire)) {
-				if (reserved) /* not spent on a segment */
+				if (reserved)
 					kwq__ring_unreserve(r);
 				return 0;
 			}
@@ -437,12 +464,20 @@ static int put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_
 			continue;
 		}
 
-		struct kwq_ring_seg *next = link_next(r, s, &reserved);
-		if (next == NULL) {
+		bool placed = false;
+		uintptr_t next = link_next(r, s, reserved, item, pos, tag, &placed);
+		if (next == 0) {
 			release_overflow(r, s, false);
 			return -ENOMEM;
 		}
+		/* The tail is off s once swing returns: a get's pending check
+		 * sees a placed item. */
 		release_overflow(r, s, swing(&r->tail, s, next, TAIL));
+		if (placed) {
+			if (reserved)
+				kwq__ring_unreserve(r);
+			return 0;
+		}
 	}
 }
 
@@ -501,8 +536,9 @@ void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
 		}
 
 		/* Overflow: s is exhausted for consumers. */
-		struct kwq_ring_seg *next = atomic_load_explicit(&s->next, memory_order_acquire);
-		if (next == NULL) {
+		/* L2 */
+		uintptr_t next = atomic_load_explicit(&s->next, memory_order_acquire);
+		if (next == 0) {
 			uint64_t t = atomic_load_explicit(&r->tail, memory_order_seq_cst);
 			if (seg_of(t) == s && count_of(t) <= n) {
 				/* No producer went past s: empty. */
@@ -510,9 +546,9 @@ void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
 				return NULL;
 			}
 			/* A producer overflowed s: help it link the next one. */
-			bool unreserved = false;
-			next = link_next(r, s, &unreserved);
-			if (next == NULL) {
+			bool placed = false;
+			next = link_next(r, s, false, NULL, NULL, 0, &placed);
+			if (next == 0) {
 				release_overflow(r, s, false);
 				return NULL;
 			}

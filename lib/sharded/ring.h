@@ -95,8 +95,12 @@ int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint
  * kwq__ring_reserve() promises one later put the segment it may need: it
  * keeps at least as many spare segments as there are reservations, and an
  * unreserved put never takes a spare below that.  0 or -ENOMEM (nothing
- * reserved).  kwq__ring_put_reserved_at() is put_at spending a reservation:
- * it cannot fail.  kwq__ring_unreserve() gives one back unspent.
+ * reserved).  kwq__ring_put_reserved_at() is put_at on a reservation, which
+ * it gives back when it returns: it cannot fail.  Until then it holds at
+ * most one spare at a time (taken to link a segment, put back when another
+ * link wins), and a segment it links carries its item, so it never needs a
+ * second: spares + spares held by reserved puts >= reservations, always.
+ * kwq__ring_unreserve() gives a reservation back unused.
  */
 int kwq__ring_reserve(struct kwq_ring *r);
 void kwq__ring_unreserve(struct kwq_ring *r);
