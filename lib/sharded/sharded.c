@@ -179,7 +179,7 @@
  * exponential backoff and sched_yield after 32 rounds (lock-holder
  * preemption: threads outnumber the 2 vCPUs here).  Its unlock is a plain
  * release store, where a mutex's unlock is a second locked RMW.  Measured
- * against a pthread mutex (see MEASUREMENTS).
+ * against a pthread mutex (see WHAT THE MEASUREMENTS DECIDED).
  *
  * ThreadSanitizer sees every edge: all synchronization is C11 atomics or
  * pthread; ck_hs (uninstrumented libck.so, inline-asm atomics) is touched
@@ -208,44 +208,28 @@
  * found work) cannot happen by construction.  stress/burst_probe catches
  * that bug and a missing chain wake in its first round.
  *
- * MEASUREMENTS (2 vCPUs shared with other jobs, load average 4-8, so
- * medians of 5 runs; W2 = 3.2M adds over K=100000 keys, M/s):
+ * WHAT THE MEASUREMENTS DECIDED (the figures, with machine, date and
+ * commit: results/DESIGN-CHOICES.md):
  *
- *   shard lock, 256 shards      W2 (4,4) adds/gets   W2 (8,8) adds/gets
- *   spinlock (this file)        3.68 / 1.86          3.73 / 3.01
- *   pthread mutex               2.21 / 2.14          2.66 / 2.56
- *   (mutex design, for scale    1.37 / 1.17          1.71 / 1.41)
- *   The spinlock gives more total work per second (adds + gets) in both.
- *
- *   shards (spinlock)           W2 (4,4) adds/gets   W2 (8,8) adds/gets
- *   8                           2.87 / 2.38          2.74 / 2.41
- *   64                          3.43 / 3.13          3.64 / 3.01
- *   256                         4.19 / 3.00          4.06 / 3.20
- *   1024                        4.54 / 3.12          3.63 / 3.29
- *   4096                        4.13 / 3.35          3.74 / 3.16
- *   So: max(256, 64 * CPUs), at most 4096 (shard_count()).  8 shards give
- *   about 70% of 256.
- *
- *   W1 (one thread add/get/done, keys i & 1023): 81 ns per cycle against
- *   173 ns for the mutex design (bench/run on an idle machine; results/).
- *   The 25 ns target is not met, and this design cannot meet it: the bare
- *   ck_ring floor, which does nothing but move a pointer through an MPMC
- *   ring, measures 25 ns here.  The cycle makes 6 locked RMWs (add: lock
- *   xchg, tail FAA, slot CAS; get: head FAA, state CAS; done: lock xchg),
- *   5-8 ns each on this VM even uncontended, and about 540 instructions
- *   (callgrind): key hash 35, ck_hs and the lookaside about 60 after the
- *   lookaside took most probes off it (a ck_hs probe is ~170 with Debian's
- *   libck, built without pointer packing), the two ring operations 80,
- *   the rest the three calls' bookkeeping.  What it would take: a get
- *   that claims the entry and the slot in one RMW, a done of a clean HELD
- *   entry by one CAS without the lock, and an inline tagged table in
- *   place of ck_hs: roughly halving both the RMWs and the instructions.
- *
- *   The sweep floor (sweep_min, CACHE_KEYS): with 32 ABSENT entries a
- *   shard, keys cycling over a longer period were freed and recreated
- *   every pass; malloc, free and ck_hs put/remove/rebuild were a quarter
- *   of W2's instructions at K=100000.  Keeping up to 128k ABSENT entries a
- *   queue took W2 (4,4) K=100000 from about 4.5 to about 6.5 M adds/s.
+ *   - The shard lock is a spinlock, not a pthread mutex: on W2 at (4,4)
+ *     and (8,8) it gave more total work per second (adds + gets).  The
+ *     mutex variant stays buildable for the comparison (shard_mutex).
+ *   - max(256, 64 * CPUs) shards, at most 4096 (shard_count()): 8 shards
+ *     gave about 70% of 256's throughput, and beyond 1024 nothing improved.
+ *   - The sweep floor (sweep_min, CACHE_KEYS): with 32 ABSENT entries a
+ *     shard, keys cycling over a longer period were freed and recreated on
+ *     every pass (malloc, free and ck_hs put/remove were a quarter of W2's
+ *     instructions at K=100000); keeping up to 128k ABSENT entries a queue
+ *     lifted W2 (4,4) K=100000 by about 40%.
+ *   - Where the W1 cycle goes: 6 locked RMWs (add: lock xchg, tail FAA,
+ *     slot CAS; get: head FAA, state CAS; done: lock xchg), each 5-8 ns
+ *     uncontended on the VMs measured, and about 560 instructions
+ *     (callgrind): the key hash, ck_hs probes (each a compare callback
+ *     that dereferences an entry, Debian's libck having no pointer
+ *     packing), the two ring operations, the calls' bookkeeping.  A get
+ *     that claims the entry and the slot in one RMW, a done of a clean
+ *     HELD entry by one CAS without the lock, and fewer ck_hs probes are
+ *     what would cut both.
  */
 #include <assert.h>
 #include <errno.h>
@@ -493,8 +477,8 @@ static void count_add(struct sharded_queue *s, struct shard *sh, struct entry *e
 
 #ifdef KWQ_SHARD_LOCK_PTHREAD
 /*
- * The measurement variant (see MEASUREMENTS): a pthread mutex in place of
- * the spinlock.  Not built by default.
+ * The measurement variant (WHAT THE MEASUREMENTS DECIDED, in the essay): a
+ * pthread mutex in place of the spinlock.  Not built by default.
  */
 static pthread_mutex_t *shard_mutex(struct shard *sh)
 {
@@ -575,8 +559,8 @@ static unsigned online_cpus(void)
 }
 
 /*
- * The default shard count (MEASUREMENTS in the essay): many more shards
- * than CPUs, so that two threads rarely meet on one lock (and a preempted
+ * The default shard count (WHAT THE MEASUREMENTS DECIDED, in the essay):
+ * many more shards than CPUs, so that two threads rarely meet on one lock (and a preempted
  * holder rarely stalls anyone); each costs two lines plus a small map.
  */
 static unsigned shard_count(unsigned requested, unsigned ncpu)
