@@ -42,6 +42,9 @@ FLOOR_PREFIX = "floor_"
 # baseline (Figure.base).
 WORKLOADS = [
     ("W1", "W1 cycle", "one thread: add, get, done", "x floor"),
+    ("W1instr", "W1 instructions",
+     "instructions per W1 cycle under callgrind (bench/w1_instructions, after a "
+     "warm-up); x unnamed: against the same design's unnamed count", "x unnamed"),
     ("W2", "W2 pipeline", "P producers, C workers; adds/s and gets/s", "x floor"),
     ("W3", "W3 hot keys", "4 producers on 16 keys, 2 workers, 1 s", "x floor"),
     ("W4", "W4 wake latency", "add to a parked worker, 20 us apart", "x floor"),
@@ -518,6 +521,24 @@ def markdown_page(result_path, data, figs, ext, plots):
     return "\n".join(out)
 
 
+def instruction_figures(data):
+    """The callgrind counts bench/run records (instructions_per_cycle)."""
+    per = data.get("instructions_per_cycle", {}).get("cases", {})
+    figs = {}
+    for name, v in per.items():
+        parts = name.split("/")  # W1/<impl>[/named]
+        if len(parts) < 2:
+            continue
+        named = len(parts) > 2 and parts[2] == "named"
+        figs[(parts[1], named)] = Figure("W1instr", "named" if named else "unnamed",
+                                         parts[1], float(v), "count", "lower",
+                                         1 if named else 0)
+    for (impl, named), f in figs.items():
+        if named and (impl, False) in figs:
+            f.base = figs[(impl, False)]
+    return list(figs.values())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("result")
@@ -528,7 +549,7 @@ def main():
 
     with open(a.result) as f:
         data = json.load(f)
-    figs = figures_from_results(data.get("benchmarks", []))
+    figs = figures_from_results(data.get("benchmarks", [])) + instruction_figures(data)
     ext, ext_figs = (None, []) if a.no_external else load_external()
     # The external row is measured at full scale only.
     if "full" not in data.get("context", {}).get("kwq_mode", "full"):
