@@ -48,8 +48,6 @@ struct kwq {
 };
 
 struct kwq_ops {
-	const char *name;
-
 	/*
 	 * Allocate and initialize the implementation's queue with q->ops,
 	 * seed, clock and name already decided in *base (copied in).

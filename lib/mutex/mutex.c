@@ -650,7 +650,6 @@ static bool mutex_shutting_down(struct kwq *q)
 }
 
 const struct kwq_ops kwq__mutex_ops = {
-	.name = "mutex",
 	.create = mutex_create,
 	.destroy = mutex_destroy,
 	.add = mutex_add,

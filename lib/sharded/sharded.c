@@ -1336,7 +1336,6 @@ static bool sharded_shutting_down(struct kwq *q)
 }
 
 const struct kwq_ops kwq__sharded_ops = {
-	.name = "sharded",
 	.create = sharded_new,
 	.destroy = sharded_destroy,
 	.add = sharded_add,
