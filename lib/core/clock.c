@@ -3,8 +3,8 @@
  *
  * A fake clock is one atomic word plus the list of timer threads sleeping
  * on it.  Stepping is a CAS loop so that concurrent steps add up and
- * saturate instead of wrapping; the new time is stored with release (C1)
- * and read with acquire (C2), so a timer thread woken by a step, or any
+ * saturate instead of wrapping; the new time is stored with release (CLK.C1)
+ * and read with acquire (CLK.C2), so a timer thread woken by a step, or any
  * thread that reads the clock after a step it knows of, sees the new time
  * and everything the stepping thread did before it.
  */
@@ -27,7 +27,7 @@ int64_t kwq_clock_now(const kwq_clock_t *c)
 {
 	if (c == NULL)
 		return kwq__mono_now();
-	/* C2 pairs with C1 */
+	/* CLK.C2 pairs with CLK.C1 */
 	return atomic_load_explicit(&((kwq_clock_t *)c)->now, memory_order_acquire);
 }
 
@@ -48,7 +48,7 @@ void kwq_clock_fake_step(kwq_clock_t *c, int64_t delta_ns)
 	if (c == NULL || delta_ns <= 0)
 		return;
 	int64_t cur = atomic_load_explicit(&c->now, memory_order_relaxed);
-	/* C1 pairs with C2 */
+	/* CLK.C1 pairs with CLK.C2 */
 	while (!atomic_compare_exchange_weak_explicit(&c->now, &cur,
 			kwq__sat_add(cur, delta_ns), memory_order_release,
 			memory_order_relaxed))

@@ -9,8 +9,8 @@
  * the waiter's memory after unlocking.
  *
  * Acquire/release pairs (seq_cst edges are listed in park.h):
- *   W1 (store state WOKEN/CLOSED, release, under lock) pairs with
- *   W2 (load state, acquire, in sleep()): the woken thread sees what the
+ *   PARK.W1 (store state WOKEN/CLOSED, release, under lock) pairs with
+ *   PARK.W2 (load state, acquire, in sleep()): the woken thread sees what the
  *       waker did before waking it.  The lock orders everything else.
  */
 #include "park.h"
@@ -114,7 +114,7 @@ void kwq__park_wake(struct kwq_park *p)
 		struct kwq_park_waiter *w = p->idle;
 		if (w != NULL) {
 			idle_unlink(p, w);
-			/* W1: pairs with W2; hands the token to w. */
+			/* PARK.W1: pairs with PARK.W2; hands the token to w. */
 			atomic_store_explicit(&w->state, W_WOKEN, memory_order_release);
 			pthread_mutex_unlock(&p->lock);
 			futex_wake(&w->state);
@@ -123,11 +123,11 @@ void kwq__park_wake(struct kwq_park *p)
 		}
 		pthread_mutex_unlock(&p->lock);
 		/*
-		 * Nobody to wake: give the token back (E3), then look at nidle
+		 * Nobody to wake: give the token back (PARK.E3), then look at nidle
 		 * again.  A producer may have skipped its wake because it saw
 		 * our token, while a waiter registered after our look at the
-		 * list; either we see that waiter now, or its re-check (E2)
-		 * comes after our E3 in the seq_cst order and sees the item.
+		 * list; either we see that waiter now, or its re-check (PARK.E2)
+		 * comes after our PARK.E3 in the seq_cst order and sees the item.
 		 */
 		atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
 		if (atomic_load_explicit(&p->nidle, memory_order_seq_cst) == 0)
@@ -142,7 +142,7 @@ void kwq__park_close(struct kwq_park *p)
 	struct kwq_park_waiter *w;
 	while ((w = p->idle) != NULL) {
 		idle_unlink(p, w);
-		/* W1 */
+		/* PARK.W1 */
 		atomic_store_explicit(&w->state, W_CLOSED, memory_order_release);
 		futex_wake(&w->state);
 	}
@@ -159,7 +159,7 @@ static bool prepare(struct kwq_park *p, struct kwq_park_waiter *w)
 		return false;
 	}
 	idle_push(p, w);
-	/* E1: pairs with N1 (StoreLoad; the re-check E2 follows). */
+	/* PARK.E1: pairs with PARK.N1 (StoreLoad; the re-check PARK.E2 follows). */
 	atomic_fetch_add_explicit(&p->nidle, 1, memory_order_seq_cst);
 	pthread_mutex_unlock(&p->lock);
 	return true;
@@ -182,7 +182,7 @@ static uint32_t cancel(struct kwq_park *p, struct kwq_park_waiter *w)
 static uint32_t sleep_on(struct kwq_park *p, struct kwq_park_waiter *w, int64_t deadline)
 {
 	for (;;) {
-		/* W2: pairs with W1. */
+		/* PARK.W2: pairs with PARK.W1. */
 		uint32_t s = atomic_load_explicit(&w->state, memory_order_acquire);
 		if (s != W_PARKED)
 			return s;
@@ -195,7 +195,7 @@ static uint32_t sleep_on(struct kwq_park *p, struct kwq_park_waiter *w, int64_t 
 /* Give the token back after taking an item: the chain wake. */
 static void hand_off(struct kwq_park *p, const struct kwq_park_source *src)
 {
-	/* E3: pairs with N1. */
+	/* PARK.E3: pairs with PARK.N1. */
 	if (atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst) == 1 &&
 	    atomic_load_explicit(&p->nidle, memory_order_seq_cst) != 0 &&
 	    src->pending(src->ctx))
@@ -205,7 +205,7 @@ static void hand_off(struct kwq_park *p, const struct kwq_park_source *src)
 /* Give the token back without taking anything, and leave. */
 static void give_up(struct kwq_park *p, const struct kwq_park_source *src)
 {
-	/* E3: pairs with N1. */
+	/* PARK.E3: pairs with PARK.N1. */
 	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
 	if (atomic_load_explicit(&p->nidle, memory_order_seq_cst) != 0 &&
 	    src->pending(src->ctx))
@@ -271,7 +271,7 @@ int kwq__park_get(struct kwq_park *p, const struct kwq_park_source *src,
 		if (token) {
 			if (spin(p, src, deadline))
 				continue;
-			/* E3, then E2: a producer that saw us spin did not wake. */
+			/* PARK.E3, then PARK.E2: a producer that saw us spin did not wake. */
 			atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
 			token = false;
 			if (src->pending(src->ctx))
@@ -284,7 +284,7 @@ int kwq__park_get(struct kwq_park *p, const struct kwq_park_source *src,
 		if (!prepare(p, &w))
 			continue; /* closed */
 		KWQ_YIELD();
-		/* E2: the re-check after E1. */
+		/* PARK.E2: the re-check after PARK.E1. */
 		if (src->pending(src->ctx) || kwq__park_closed(p)) {
 			if (cancel(p, &w) == W_WOKEN)
 				token = true;

@@ -26,9 +26,9 @@
  * found, not by the adds made.
  *
  * StoreLoad edges (all seq_cst on both sides; see sharded.c for the table):
- *   producer: publish (seq_cst RMW)      ; load nidle, load nspinning  (N1)
- *   waiter:   nidle++ (seq_cst RMW) (E1) ; re-check the source         (E2)
- *   spinner:  nspinning-- (seq_cst) (E3) ; re-check the source         (E2)
+ *   producer: publish (seq_cst RMW)      ; load nidle, load nspinning  (PARK.N1)
+ *   waiter:   nidle++ (seq_cst RMW) (PARK.E1) ; re-check the source         (PARK.E2)
+ *   spinner:  nspinning-- (seq_cst) (PARK.E3) ; re-check the source         (PARK.E2)
  *
  * Synchronization: every call may run concurrently with every other call
  * on the same struct kwq_park, except init and destroy (exclusive).
@@ -62,7 +62,7 @@ struct kwq_park_source {
 	/* Take an item, or NULL when none is there now. */
 	void *(*take)(void *ctx);
 	/*
-	 * Whether take() may succeed now.  Must read with seq_cst loads (E2):
+	 * Whether take() may succeed now.  Must read with seq_cst loads (PARK.E2):
 	 * it is the re-check after the waiter's announcement.
 	 */
 	bool (*pending)(void *ctx);
@@ -82,7 +82,7 @@ void kwq__park_wake(struct kwq_park *p);
  */
 static inline void kwq__park_notify(struct kwq_park *p)
 {
-	/* N1: pairs with E1 and E3 (StoreLoad; seq_cst on both sides). */
+	/* PARK.N1: pairs with PARK.E1 and PARK.E3 (StoreLoad; seq_cst on both sides). */
 	if (atomic_load_explicit(&p->nidle, memory_order_seq_cst) != 0 &&
 	    atomic_load_explicit(&p->nspinning, memory_order_seq_cst) == 0)
 		kwq__park_wake(p);

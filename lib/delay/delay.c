@@ -55,7 +55,7 @@
  * holds before taking the rest, and retries every RETRY_NS.
  *
  * A stale record stays in the timeline until it surfaces or a compaction
- * drops it: it is recognised by its dropped flag (DLY.D1/D2: the
+ * drops it: it is recognised by its dropped flag (DLY.D1/DLY.D2: the
  * implementation's last access to it happens-before the timer's free) or,
  * if the flag is not yet seen, by fire.  Compaction runs when the timeline
  * has doubled since the last one, so its cost is O(1) amortized.
@@ -71,10 +71,11 @@
  *            what is due at now; sleep_until = next (DLY.S3); read enqueued
  *            (DLY.S4): all taken -> futex_wait(w)
  *
- *   S1..S4 are seq_cst: either the timer's S4 sees the caller's S1 and
- *   loops, or the caller's S2 sees S3 and wakes it.  Reading w before
+ *   DLY.S1..DLY.S4 are seq_cst: either the timer's DLY.S4 sees the
+ *   caller's DLY.S1 and loops, or the caller's DLY.S2 sees DLY.S3 and
+ *   wakes it.  Reading w before
  *   taking closes the window between the check and the sleep: any wake
- *   after W2 makes futex_wait return at once.  A fake clock's step bumps
+ *   after DLY.W2 makes futex_wait return at once.  A fake clock's step bumps
  *   wake the same way (kwq__clock_watch), so a timer on a fake clock
  *   sleeps with no timeout.
  *
@@ -165,7 +166,7 @@ struct kwq_delay {
 	_Atomic uint64_t enqueued __attribute__((aligned(64))); /* DLY.S1 */
 	/* written by the timer, per loop */
 	_Atomic int64_t sleep_until __attribute__((aligned(64))); /* DLY.S3 */
-	_Atomic uint32_t wake;          /* futex word (DLY.W1/W2) */
+	_Atomic uint32_t wake;          /* futex word (DLY.W1/DLY.W2) */
 	_Atomic bool stop;
 
 	struct kwq__clock_waiter watch; /* fake clocks: step wakes us */

@@ -55,23 +55,23 @@
  *
  * Acquire/release pairs
  * ---------------------
- *   P1 producer CAS EMPTY->item (seq_cst)   pairs with A1 (consumer load,
+ *   RING.P1 producer CAS EMPTY->item (seq_cst)   pairs with RING.A1 (consumer load,
  *      acquire): the item's contents are visible to the consumer.
- *   P2 consumer CAS EMPTY->POISON (acq_rel) pairs with A2 (producer's
+ *   RING.P2 consumer CAS EMPTY->POISON (acq_rel) pairs with RING.A2 (producer's
  *      failed CAS, acquire): the consumer is done before the producer
  *      writes FINAL.
- *   F1 producer store FINAL (release), F2 consumer store FINAL (release)
- *      and F3 ovf_done++ (release) pair with A3 (the reclaimer's acquire
+ *   RING.F1 producer store FINAL (release), RING.F2 consumer store FINAL (release)
+ *      and RING.F3 ovf_done++ (release) pair with RING.A3 (the reclaimer's acquire
  *      loads): every access to a segment happens-before its free.
- *   L1 link CAS of s->next (acq_rel) pairs with L2 (load of s->next,
+ *   RING.L1 link CAS of s->next (acq_rel) pairs with RING.L2 (load of s->next,
  *      acquire) and with itself on failure: a new segment is initialized
  *      (its slot 0 and the put's position word included, for a marked
  *      link) before anyone reaches it.
- *   S1 swung++ (acq_rel) pairs with itself: the second swinger sees the
+ *   RING.S1 swung++ (acq_rel) pairs with itself: the second swinger sees the
  *      first one's claims[] count.
- *   C1/C2 the claim FAAs and the swings are seq_cst: they are the
+ *   RING.C1/RING.C2 the claim FAAs and the swings are seq_cst: they are the
  *      publication the eventcount's re-check reads (park.h).
- * Relaxed accesses: claims[] (ordered by S1 and reclaim_lock), the
+ * Relaxed accesses: claims[] (ordered by RING.S1 and reclaim_lock), the
  * statistics counters, and the swing's first load of a word (only a guess
  * for the CAS, which re-reads it).
  */
@@ -272,11 +272,11 @@ static bool seg_complete(const struct kwq_ring *r, struct kwq_ring_seg *s)
 	uint64_t ovf = atomic_load_explicit(&s->claims[TAIL], memory_order_relaxed) +
 		       atomic_load_explicit(&s->claims[HEAD], memory_order_relaxed) - 2 * n;
 
-	/* A3: pairs with F3. */
+	/* RING.A3: pairs with RING.F3. */
 	if (atomic_load_explicit(&s->ovf_done, memory_order_acquire) != ovf)
 		return false;
 	for (uint64_t i = 0; i < n; i++) {
-		/* A3: pairs with F1 and F2. */
+		/* RING.A3: pairs with RING.F1 and RING.F2. */
 		if (atomic_load_explicit(&s->slot[i], memory_order_acquire) != SLOT_FINAL)
 			return false;
 	}
@@ -315,13 +315,13 @@ static bool swing(_Atomic uint64_t *word, struct kwq_ring_seg *s, uintptr_t link
 
 	while (seg_of(cur) == s) {
 		KWQ_YIELD();
-		/* C2 */
+		/* RING.C2 */
 		if (atomic_compare_exchange_weak_explicit(word, &cur, to,
 							  memory_order_seq_cst,
 							  memory_order_relaxed)) {
 			atomic_store_explicit(&s->claims[side], count_of(cur),
 					      memory_order_relaxed);
-			/* S1: pairs with S1 of the other side's swing. */
+			/* RING.S1: pairs with RING.S1 of the other side's swing. */
 			return atomic_fetch_add_explicit(&s->swung, 1, memory_order_acq_rel) == 1;
 		}
 	}
@@ -337,7 +337,7 @@ static bool swing(_Atomic uint64_t *word, struct kwq_ring_seg *s, uintptr_t link
 static uintptr_t link_next(struct kwq_ring *r, struct kwq_ring_seg *s, bool reserved,
 			   void *item, _Atomic uint64_t *pos, uint64_t tag, bool *placed)
 {
-	/* L2: pairs with L1. */
+	/* RING.L2: pairs with RING.L1. */
 	uintptr_t next = atomic_load_explicit(&s->next, memory_order_acquire);
 	if (next != 0)
 		return next;
@@ -353,7 +353,7 @@ static uintptr_t link_next(struct kwq_ring *r, struct kwq_ring_seg *s, bool rese
 		link |= NEXT_FILLED;
 	}
 	KWQ_YIELD();
-	/* L1: publishes n's initialization. */
+	/* RING.L1: publishes n's initialization. */
 	if (atomic_compare_exchange_strong_explicit(&s->next, &next, link,
 						    memory_order_acq_rel,
 						    memory_order_acquire)) {
@@ -376,7 +376,7 @@ static void release_overflow(struct kwq_ring *r, struct kwq_ring_seg *s, bool re
 		r->retired = s;
 		pthread_mutex_unlock(&r->reclaim_lock);
 	}
-	/* F3: pairs with A3. */
+	/* RING.F3: pairs with RING.A3. */
 	atomic_fetch_add_explicit(&s->ovf_done, 1, memory_order_release);
 	if (retire)
 		reclaim(r, NULL);
@@ -437,20 +437,20 @@ static int put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_
 
 	for (;;) {
 		KWQ_YIELD();
-		/* C1: the claim. */
+		/* RING.C1: the claim. */
 		uint64_t w = atomic_fetch_add_explicit(&r->tail, 1, memory_order_seq_cst);
 		struct kwq_ring_seg *s = seg_of(w);
 		uint64_t i = count_of(w);
 
 		if (i < n) {
 			uintptr_t v = SLOT_EMPTY;
-			/* Before P1 publishes the slot: a consumer that takes it
+			/* Before RING.P1 publishes the slot: a consumer that takes it
 			 * reads this position or a later one. */
 			if (pos != NULL)
 				atomic_store_explicit(pos, tag | ((s->base + i) << KWQ_RING_POS_SHIFT),
 						      memory_order_relaxed);
 			KWQ_YIELD();
-			/* P1: pairs with A1.  A2 on failure: pairs with P2. */
+			/* RING.P1: pairs with RING.A1.  RING.A2 on failure: pairs with RING.P2. */
 			if (atomic_compare_exchange_strong_explicit(&s->slot[i], &v,
 								    (uintptr_t)item,
 								    memory_order_seq_cst,
@@ -459,7 +459,7 @@ static int put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_
 					kwq__ring_unreserve(r);
 				return 0;
 			}
-			/* Poisoned by a consumer that gave up on us. F1: pairs with A3. */
+			/* Poisoned by a consumer that gave up on us. RING.F1: pairs with RING.A3. */
 			atomic_store_explicit(&s->slot[i], SLOT_FINAL, memory_order_release);
 			continue;
 		}
@@ -507,13 +507,13 @@ void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
 		if (!kwq__ring_pending(r))
 			return NULL;
 		KWQ_YIELD();
-		/* C1: the claim. */
+		/* RING.C1: the claim. */
 		uint64_t w = atomic_fetch_add_explicit(&r->head, 1, memory_order_seq_cst);
 		struct kwq_ring_seg *s = seg_of(w);
 		uint64_t i = count_of(w);
 
 		if (i < n) {
-			/* A1: pairs with P1. */
+			/* RING.A1: pairs with RING.P1. */
 			uintptr_t v = atomic_load_explicit(&s->slot[i], memory_order_acquire);
 			for (int k = 0; v == SLOT_EMPTY && k < LATE_SPINS; k++) {
 				kwq__cpu_relax();
@@ -521,22 +521,22 @@ void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
 			}
 			if (v == SLOT_EMPTY) {
 				KWQ_YIELD();
-				/* P2: pairs with A2.  A1 on failure: the item came. */
+				/* RING.P2: pairs with RING.A2.  RING.A1 on failure: the item came. */
 				if (atomic_compare_exchange_strong_explicit(&s->slot[i], &v,
 									    SLOT_POISON,
 									    memory_order_acq_rel,
 									    memory_order_acquire))
 					continue;
 			}
-			/* Read before F2: after it the segment may be recycled. */
+			/* Read before RING.F2: after it the segment may be recycled. */
 			*pos = s->base + i;
-			/* F2: pairs with A3. */
+			/* RING.F2: pairs with RING.A3. */
 			atomic_store_explicit(&s->slot[i], SLOT_FINAL, memory_order_release);
 			return (void *)v;
 		}
 
 		/* Overflow: s is exhausted for consumers. */
-		/* L2 */
+		/* RING.L2 */
 		uintptr_t next = atomic_load_explicit(&s->next, memory_order_acquire);
 		if (next == 0) {
 			uint64_t t = atomic_load_explicit(&r->tail, memory_order_seq_cst);

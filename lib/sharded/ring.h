@@ -22,7 +22,7 @@
  *   kwq__ring_init           excl         allocates     -
  *   kwq__ring_destroy        excl         -             -
  *   kwq__ring_put            any          lock-free     release (and seq_cst)
- *   kwq__ring_reserve        any          short lock    seq_cst (RING.V1/V2)
+ *   kwq__ring_reserve        any          short lock    seq_cst (RING.V1/RING.V2)
  *   kwq__ring_unreserve      any          wait-free     -
  *   kwq__ring_put_reserved   any          lock-free     as put; never fails
  *   kwq__ring_take           any          lock-free     acquire
@@ -80,7 +80,7 @@ void *kwq__ring_take(struct kwq_ring *r);
  * a stale one (an item re-put elsewhere while a copy still waits here).
  * Every put claims a distinct ring index, counted from 0 (below 2^48).
  * put_at stores tag | (index << KWQ_RING_POS_SHIFT) into *pos (relaxed)
- * after claiming the slot and before publishing it (P1), so a caller can
+ * after claiming the slot and before publishing it (RING.P1), so a caller can
  * keep a few bits of its own beside the position in one word; take_at
  * returns the index of the slot taken.
  * A consumer that takes an item therefore reads, through the item, the

@@ -32,7 +32,7 @@
  *                                      v  |
  *                                   HELD|DIRTY --done--> QUEUED
  *
- *   add on QUEUED or HELD|DIRTY changes nothing (but see H1 below).
+ *   add on QUEUED or HELD|DIRTY changes nothing (but see SHD.H1 below).
  *   ABSENT entries stay in their shard's set as a cache: the next add of
  *   the key reuses the entry with no malloc, no hash insert and no free.
  *   A shard sweeps them with a second-chance policy (sweep()): an entry
@@ -47,7 +47,7 @@
  * copy there and leaves the old copy where it is, stale.  The entry's
  * state word holds, above the state bits, the position of its current copy
  * (lane tag and ring index), and a put stores QUEUED with the new position
- * in one store before it publishes the slot (P3: ring_put_at).  A get
+ * in one store before it publishes the slot (SHD.P3: ring_put_at).  A get
  * that takes a copy wins the entry with one CAS from exactly what that
  * copy's put stored (QUEUED at this position) to HELD: no separate load of
  * the position can be stale, and a copy that is not current, or an entry
@@ -57,7 +57,7 @@
  * stale copy is never mistaken for a current one, however often the key
  * is re-queued.  entry.stale counts its stale copies: a sweep never frees
  * an entry a lane still points to; s->stale, their sum, is taken off
- * kwq_len.  While a raise puts the new copy the entry is MOVING (its H1
+ * kwq_len.  While a raise puts the new copy the entry is MOVING (its SHD.H1
  * CAS), so a get holding the old copy cannot win it in between.  (A first
  * version kept the position in a word of its own and loaded it before the
  * CAS: the load could return an old position and a stale copy could win a
@@ -75,7 +75,7 @@
  * Who changes what:
  *   - add, add_after, fire and done change the state word, qprio, dprio,
  *     wait and stale only under the shard lock;
- *   - get changes QUEUED -> HELD with a CAS (H2) without the lock on its
+ *   - get changes QUEUED -> HELD with a CAS (SHD.H2) without the lock on its
  *     fast path; of two copies of one entry only one CAS wins;
  *   - the lanes are touched by add and done (put, under the shard lock)
  *     and by get (take, no lock).
@@ -130,9 +130,9 @@
  *
  * Happens-before (the contract in kwq.h):
  *   - add(k) -> the get covering it: a first add puts the entry in the
- *     ring with a release (P1 in ring.c); the get's take acquires it.  A
- *     coalesced add on QUEUED does an acq_rel CAS QUEUED->QUEUED (H1), a
- *     release RMW that the getter's CAS (H2, acq_rel) reads or
+ *     ring with a release (RING.P1 in ring.c); the get's take acquires it.  A
+ *     coalesced add on QUEUED does an acq_rel CAS QUEUED->QUEUED (SHD.H1), a
+ *     release RMW that the getter's CAS (SHD.H2, acq_rel) reads or
  *     follows in the state word's modification order: a plain load would
  *     not synchronize with anything.  If the get's CAS came first, the CAS
  *     fails, sees HELD and the add makes HELD|DIRTY under the lock, which
@@ -143,35 +143,35 @@
  *     (or the done's own put for HELD|DIRTY) -> put -> take.
  *
  * Acquire/release pairs (labels appear at each access):
- *   L1 shard lock acquire (exchange, acquire) pairs with L2 (unlock,
+ *   SHD.L1 shard lock acquire (exchange, acquire) pairs with SHD.L2 (unlock,
  *      store release): everything under a shard lock.
- *   H1 add's CAS QUEUED->QUEUED (acq_rel) pairs with H2, get's CAS
+ *   SHD.H1 add's CAS QUEUED->QUEUED (acq_rel) pairs with SHD.H2, get's CAS
  *      QUEUED->HELD (acq_rel): coalesced add -> covering get.
- *   M1 a raise whose put failed stores QUEUED at the old copy (release),
- *      pairing with H2 as a put's store does through the slot.
- *   P3 the put's relaxed store of the state word (QUEUED, position) is
- *      ordered before the slot's publication (P1, seq_cst); a taker reads
- *      it after A1, so its CAS sees this store or a later one.
- *   R1 publishing a new lane set (release) pairs with A1 (its acquire
+ *   SHD.M1 a raise whose put failed stores QUEUED at the old copy (release),
+ *      pairing with SHD.H2 as a put's store does through the slot.
+ *   SHD.P3 the put's relaxed store of the state word (QUEUED, position) is
+ *      ordered before the slot's publication (RING.P1, seq_cst); a taker reads
+ *      it after RING.A1, so its CAS sees this store or a later one.
+ *   SHD.R1 publishing a new lane set (release) pairs with SHD.A1 (its acquire
  *      loads in lane_find, take, pending_cb, len): the lanes are built.
- *   D1 drain: remaining-- (acq_rel) pairs with D2 (drainer's load,
+ *   SHD.D1 drain: remaining-- (acq_rel) pairs with SHD.D2 (drainer's load,
  *      acquire): the drainer sees the work done.
- *   The ring's (P1/A1, ...) and the park's (W1/W2, E1-E3/N1) are in
+ *   The ring's (RING.*) and the park's (PARK.*) are in
  *   ring.c and park.h.
  *
  * Relaxed accesses, and why they are safe:
  *   - state loads and stores under the shard lock: the lock orders them
- *     with every other add and done; get's only transition is H2, an
+ *     with every other add and done; get's only transition is SHD.H2, an
  *     RMW, which cannot be lost to a relaxed store because stores to the
  *     state happen only on ABSENT or HELD* entries, which get never
  *     touches (I1);
  *   - q->shutdown is read with acquire by kwq_shutting_down and changed
  *     under shutdown_lock; shard.closed is a plain field under its lock;
- *   - the put's store of the state word (P3) is relaxed: the only get
- *     whose CAS can match it holds that copy's slot, acquired (A1) from
+ *   - the put's store of the state word (SHD.P3) is relaxed: the only get
+ *     whose CAS can match it holds that copy's slot, acquired (RING.A1) from
  *     the publication that follows the store;
  *   - qprio is written under the lock and read by get after its winning
- *     CAS, so it is the value its put published (P1) or a raise's, either
+ *     CAS, so it is the value its put published (RING.P1) or a raise's, either
  *     of which is a priority the item was queued with;
  *   - s->stale only feeds kwq_len's snapshot.
  *
@@ -313,7 +313,7 @@ static inline struct kwq_item *item_of(struct entry *e)
 /*
  * A named queue's entries are preceded by their metrics times, so that an
  * unnamed queue's entries carry no bytes for them.  add_ns is written under
- * the shard lock before the put that publishes the entry (P1), get_ns by
+ * the shard lock before the put that publishes the entry (RING.P1), get_ns by
  * the get that holds it; the metrics read loads get_ns under the lock
  * while the holder may store it, hence relaxed atomics.
  */
@@ -511,7 +511,7 @@ static void shard_lock_slow(struct shard *sh)
 				sched_yield();
 			}
 		}
-		/* L1 */
+		/* SHD.L1 */
 		if (atomic_exchange_explicit(&sh->lock, 1, memory_order_acquire) == 0)
 			return;
 	}
@@ -519,7 +519,7 @@ static void shard_lock_slow(struct shard *sh)
 
 static inline void shard_lock(struct shard *sh)
 {
-	/* L1: pairs with L2. */
+	/* SHD.L1: pairs with SHD.L2. */
 	if (atomic_exchange_explicit(&sh->lock, 1, memory_order_acquire) != 0)
 		shard_lock_slow(sh);
 }
@@ -527,7 +527,7 @@ static inline void shard_lock(struct shard *sh)
 static inline void shard_unlock(struct shard *sh)
 {
 	KWQ_YIELD();
-	/* L2: pairs with L1. */
+	/* SHD.L2: pairs with SHD.L1. */
 	atomic_store_explicit(&sh->lock, 0, memory_order_release);
 }
 #endif
@@ -582,7 +582,7 @@ static unsigned shard_count(unsigned requested, unsigned ncpu)
 /* ------------------------------------------------------------------------ */
 /* Lanes                                                                     */
 
-/* The lane for prio, or NULL if none was made yet.  A1: pairs with R1. */
+/* The lane for prio, or NULL if none was made yet.  SHD.A1: pairs with SHD.R1. */
 static struct lane *lane_find(struct sharded_queue *s, int prio)
 {
 	if (prio == 0)
@@ -642,7 +642,7 @@ static struct lane *lane_get(struct sharded_queue *s, int prio)
 	}
 	set->n = j;
 	set->older = old;
-	/* R1: pairs with A1; the lane and the set are initialized. */
+	/* SHD.R1: pairs with SHD.A1; the lane and the set are initialized. */
 	atomic_store_explicit(&s->lanes, set, memory_order_release);
 	l = nl;
 out:
@@ -653,12 +653,12 @@ out:
 /*
  * Put e at the tail of lane l (under e's shard lock): e becomes current
  * there.  On failure nothing changed: the position of the previous copy is
- * restored before the lock is released (P3 below).
+ * restored before the lock is released (SHD.P3 below).
  */
 static int lane_put(struct lane *l, struct entry *e)
 {
 	uint64_t old = atomic_load_explicit(&e->state, memory_order_relaxed);
-	/* The put stores QUEUED and the new position in one word (P3). */
+	/* The put stores QUEUED and the new position in one word (SHD.P3). */
 	if (kwq__ring_put_at(&l->ring, e, &e->state, l->tag) != 0) {
 		atomic_store_explicit(&e->state, old, memory_order_relaxed);
 		return -ENOMEM;
@@ -672,7 +672,7 @@ static int lane_put(struct lane *l, struct entry *e)
  * higher lane, or got through the other copy) is dropped.
  *
  * Fast path, no lock: the CAS from QUEUED-at-this-position to HELD wins
- * (H2; P3: the put stored that word before publishing the slot, which the
+ * (SHD.H2; SHD.P3: the put stored that word before publishing the slot, which the
  * take acquired).  Otherwise decide under the shard lock, where every put
  * happens, so the word is settled (never MOVING there): the same CAS
  * either takes the current copy or shows it stale, and a stale one is
@@ -691,7 +691,7 @@ static struct entry *take_lane(struct sharded_queue *s, struct lane *l)
 		const uint64_t queued = l->tag | p << KWQ_RING_POS_SHIFT;
 		const uint64_t held = (queued & ~ST_MASK) | ST_HELD;
 		uint64_t w = queued;
-		/* H2: pairs with H1. */
+		/* SHD.H2: pairs with SHD.H1. */
 		if (atomic_compare_exchange_strong_explicit(&e->state, &w, held,
 							    memory_order_acq_rel,
 							    memory_order_relaxed))
@@ -700,7 +700,7 @@ static struct entry *take_lane(struct sharded_queue *s, struct lane *l)
 		struct shard *sh = shard_of(s, item_of(e)->hash);
 		shard_lock(sh);
 		w = queued;
-		/* H2 */
+		/* SHD.H2 */
 		if (atomic_compare_exchange_strong_explicit(&e->state, &w, held,
 							    memory_order_acq_rel,
 							    memory_order_relaxed)) {
@@ -717,7 +717,7 @@ static struct entry *take_lane(struct sharded_queue *s, struct lane *l)
 /* Take the current copy of the highest-priority queued entry: HELD. */
 static struct entry *take(struct sharded_queue *s)
 {
-	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire); /* A1 */
+	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire); /* SHD.A1 */
 	if (set == NULL)
 		return take_lane(s, &s->lane0);
 	for (unsigned i = 0; i < set->n; i++) {
@@ -736,7 +736,7 @@ static void *take_cb(void *ctx)
 static bool pending_cb(void *ctx)
 {
 	struct sharded_queue *s = ctx;
-	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire); /* A1 */
+	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire); /* SHD.A1 */
 	if (set == NULL)
 		return kwq__ring_pending(&s->lane0.ring);
 	for (unsigned i = 0; i < set->n; i++)
@@ -972,7 +972,7 @@ static int raise_dirty(struct sharded_queue *s, struct entry *e, struct lane *la
 
 /*
  * A QUEUED entry (state word w) added again with lane's priority: nothing
- * to do but the H1 CAS, or a raise to the tail of a higher lane.  Returns
+ * to do but the SHD.H1 CAS, or a raise to the tail of a higher lane.  Returns
  * 0 (*put: a new copy was put), -ENOMEM, or 1 when a get took it
  * meanwhile: it is HELD now.
  */
@@ -989,7 +989,7 @@ static int add_queued(struct sharded_queue *s, struct entry *e, uint64_t w,
 	const uint64_t queued = w;
 	const uint64_t to = lane->prio > was ? (w & ~ST_MASK) | ST_MOVING : w;
 	KWQ_YIELD();
-	/* H1: pairs with H2.  Fails only if a get took it meanwhile. */
+	/* SHD.H1: pairs with SHD.H2.  Fails only if a get took it meanwhile. */
 	if (!atomic_compare_exchange_strong_explicit(&e->state, &w, to,
 						     memory_order_acq_rel,
 						     memory_order_relaxed)) {
@@ -1004,7 +1004,7 @@ static int add_queued(struct sharded_queue *s, struct entry *e, uint64_t w,
 	atomic_store_explicit(&e->qprio, lane->prio, memory_order_relaxed);
 	if (lane_put(lane, e) != 0) {
 		atomic_store_explicit(&e->qprio, was, memory_order_relaxed);
-		/* M1: pairs with H2: QUEUED again at the old copy. */
+		/* SHD.M1: pairs with SHD.H2: QUEUED again at the old copy. */
 		atomic_store_explicit(&e->state, queued, memory_order_release);
 		return -ENOMEM;
 	}
@@ -1190,7 +1190,7 @@ static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 			return rc;
 		e = out;
 	}
-	/* e is HELD (take's H2); qprio was written before the put (P1). */
+	/* e is HELD (take's SHD.H2); qprio was written before the put (RING.P1). */
 	item_of(e)->priority = atomic_load_explicit(&e->qprio, memory_order_relaxed);
 	if (s->metrics != NULL) {
 		struct entry_times *t = times_of(e);
@@ -1222,7 +1222,7 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 		sh->live--;
 		sh->cached++;
 		if (sh->closed) {
-			/* D1: pairs with D2. */
+			/* SHD.D1: pairs with SHD.D2. */
 			last = atomic_fetch_sub_explicit(&s->remaining, 1,
 							 memory_order_acq_rel) == 1;
 		}
@@ -1250,7 +1250,7 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 static size_t sharded_len(struct kwq *q)
 {
 	struct sharded_queue *s = sq(q);
-	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire); /* A1 */
+	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire); /* SHD.A1 */
 	int64_t n = 0;
 
 	if (set == NULL)
@@ -1281,7 +1281,7 @@ static void sharded_shutdown(struct kwq *q, bool drain)
 		}
 		atomic_store_explicit(&s->shutdown, true, memory_order_release);
 		kwq__park_close(&s->park);
-		/* D1 */
+		/* SHD.D1 */
 		if (atomic_fetch_sub_explicit(&s->remaining, DRAIN_BIAS,
 					      memory_order_acq_rel) == DRAIN_BIAS)
 			drain_wake(s);
@@ -1297,7 +1297,7 @@ static void sharded_shutdown(struct kwq *q, bool drain)
 	}
 	for (;;) {
 		uint32_t seq = atomic_load_explicit(&s->drain_seq, memory_order_seq_cst);
-		/* D2: pairs with D1. */
+		/* SHD.D2: pairs with SHD.D1. */
 		if (atomic_load_explicit(&s->remaining, memory_order_acquire) == 0 ||
 		    atomic_load_explicit(&s->shutdown_calls, memory_order_relaxed) != calls)
 			return;
