@@ -12,6 +12,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -359,22 +362,52 @@ static void t_shutdown_dirty_requeued_on_done(void)
 struct drainer {
 	pthread_t thread;
 	kwq_t *q;
+	atomic_int tid;
 	atomic_int returned;
 };
 
 static void *drainer_main(void *arg)
 {
 	struct drainer *d = arg;
+	atomic_store(&d->tid, (int)syscall(SYS_gettid));
 	kwq_shutdown_drain(d->q);
 	atomic_store(&d->returned, 1);
 	return NULL;
 }
 
+/* The thread's state letter in /proc (R running, S asleep...), or 0. */
+static char thread_state(int tid)
+{
+	char path[64], buf[256];
+	snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *c = strrchr(buf, ')'); /* "tid (comm) S ..." */
+	return c != NULL && c[1] == ' ' ? c[2] : 0;
+}
+
+/*
+ * Start a drain on its own thread and return once it is under way: the
+ * thread has returned, or sleeps inside kwq_shutdown_drain.  (A pause
+ * alone is not enough on a loaded machine: a drain that begins after a
+ * later kwq_shutdown waits for the queue to empty, as it should.)
+ */
 static void drainer_start(struct drainer *d, kwq_t *q)
 {
 	d->q = q;
+	atomic_init(&d->tid, 0);
 	atomic_init(&d->returned, 0);
 	pthread_create(&d->thread, NULL, drainer_main, d);
+	for (int i = 0; i < 10000; i++) { /* 10 s at most */
+		int tid = atomic_load(&d->tid);
+		if (atomic_load(&d->returned) || (tid != 0 && thread_state(tid) == 'S'))
+			return;
+		pause_ms(1);
+	}
 }
 
 static void t_drain_waits_for_queued_and_held(void)
