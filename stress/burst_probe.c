@@ -9,7 +9,7 @@
  *   bounded delivery   every item of the burst is got within 2 s;
  *   no idle worker     no worker sits in kwq_get for more than 30 ms
  *                      while the queue has been non-empty all that time,
- *                      asleep, with no wake under way.
+ *                      with no worker runnable (no wake under way).
  *
  * A worker that was woken but that the scheduler has not run yet also sits
  * in kwq_get: on a loaded machine (two cores, other test programs, the
@@ -18,9 +18,11 @@
  * wakes are a chain (the woken worker wakes the next once it has taken an
  * item), so a worker may sleep, rightly, while an earlier link of the
  * chain waits for a CPU.  The oracle therefore reads the threads' states
- * (/proc/self/task/TID/stat) and blames the queue only when the idle
- * worker is asleep and so is every other worker in kwq_get: no wake is
- * under way.
+ * (/proc/self/task/TID/stat) and blames the queue only when every worker
+ * is asleep (parked, or sleeping through its work): none is runnable, so
+ * no wake, and no lock being handed over (the mutex design's workers
+ * sleep on its lock while a preempted holder waits for a CPU), is under
+ * way.
  *
  * Rounds alternate a burst of 3 items per worker that take 10 ms each to
  * process (every worker must be woken, and soon: one worker alone would
@@ -91,11 +93,12 @@ static int asleep(int tid)
 	return c == NULL || c[1] == '\0' || c[2] == 'S' || c[2] == 'D';
 }
 
-/* Every worker in kwq_get is asleep: no wake is under way. */
-static int none_awake_in_get(struct probe *p)
+/* Every worker is asleep (parked, or in its 10 ms of work): none is
+ * runnable, so no wake and no lock hand-over is under way. */
+static int no_worker_runnable(struct probe *p)
 {
 	for (int i = 0; i < p->workers; i++)
-		if (atomic_load(&p->in_get_since[i]) != 0 && !asleep(atomic_load(&p->tid[i])))
+		if (!asleep(atomic_load(&p->tid[i])))
 			return 0;
 	return 1;
 }
@@ -171,10 +174,10 @@ static int round_run(struct probe *p, long round, long *next_key, long burst, in
 				if (s == 0)
 					continue;
 				int64_t idle_from = s > nonempty_since ? s : nonempty_since;
-				if (t - idle_from > IDLE_BOUND_NS && none_awake_in_get(p) &&
+				if (t - idle_from > IDLE_BOUND_NS && no_worker_runnable(p) &&
 				    atomic_load(&p->in_get_since[i]) == s) {
 					fprintf(stderr, "round %ld: worker %d idle in get for "
-						"%lld ms, asleep with every worker in get, while %zu "
+						"%lld ms, no worker runnable, while %zu "
 						"items queued\n", round, i,
 						(long long)((t - idle_from) / 1000000), kwq_len(p->q));
 					return 1;
