@@ -47,11 +47,8 @@ int main(int argc, char **argv)
 	enum kwq_impl impl;
 	double seconds = 4;
 
-	if (argc < 2 || !stress_row(argv[1], &impl))
+	if (!stress_row_args(argc, argv, &impl, &seconds))
 		return 2;
-	for (int i = 2; i < argc; i++)
-		if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
-			seconds = atof(argv[++i]);
 
 	kwq_clock_t *clock = kwq_clock_fake_new(1);
 	struct kwq_config cfg = KWQ_CONFIG_INIT;

@@ -26,6 +26,9 @@
 
 #include "sharded/ring.h"
 
+#include "ring_stress.h"
+#include "row.h"
+
 #define MAX_THREADS 32
 
 /* Items per producer and round; with injected yields a round is slower. */
@@ -49,29 +52,12 @@ struct arg {
 	unsigned id;
 };
 
-static void *enc(uint64_t v)
-{
-	return (void *)(uintptr_t)((v + 1) << 2);
-}
-
-static uint64_t dec(void *p)
-{
-	return ((uint64_t)(uintptr_t)p >> 2) - 1;
-}
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void *producer(void *p)
 {
 	struct arg *a = p;
 	struct round *r = a->r;
 	for (uint64_t i = 0; i < r->per_producer; i++) {
-		if (kwq__ring_put(&r->ring, enc(a->id * r->per_producer + i)) != 0) {
+		if (kwq__ring_put(&r->ring, ring_stress_enc(a->id * r->per_producer + i)) != 0) {
 			atomic_store(&r->bad, 3);
 			return NULL;
 		}
@@ -92,7 +78,7 @@ static void *consumer(void *p)
 		void *item = kwq__ring_take(&r->ring);
 		if (item == NULL)
 			continue;
-		uint64_t v = dec(item);
+		uint64_t v = ring_stress_dec(item);
 		if (v >= total) {
 			atomic_store(&r->bad, 1);
 			break;
@@ -169,27 +155,15 @@ int main(int argc, char **argv)
 	double seconds = 5;
 	int threads = 8;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
-			seconds = atof(argv[++i]);
-		} else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-			threads = atoi(argv[++i]);
-		} else {
-			fprintf(stderr, "usage: %s [--seconds S] [--threads T]\n", argv[0]);
-			return 2;
-		}
-	}
-	if (threads < 2 || threads > MAX_THREADS || seconds <= 0) {
-		fprintf(stderr, "threads must be 2..%d\n", MAX_THREADS);
+	if (!ring_stress_args(argc, argv, &seconds, &threads, MAX_THREADS))
 		return 2;
-	}
 	threads &= ~1;
 
-	int64_t end = now_ns() + (int64_t)(seconds * 1e9);
+	int64_t end = stress_now_ns() + (int64_t)(seconds * 1e9);
 	const uint32_t segs[] = { 1, 2, 4, 8 };
 	long rounds = 0;
 	int failed = 0;
-	while (!failed && now_ns() < end) {
+	while (!failed && stress_now_ns() < end) {
 		failed = run_round(segs[rounds % 4], threads, PER_PRODUCER);
 		rounds++;
 	}

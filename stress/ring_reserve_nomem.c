@@ -32,6 +32,9 @@
 
 #include "sharded/ring.h"
 
+#include "ring_stress.h"
+#include "row.h"
+
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SANITIZED 1
 #elif defined(__has_feature)
@@ -70,30 +73,13 @@ struct arg {
 	unsigned id;
 };
 
-static void *enc(uint64_t v)
-{
-	return (void *)(uintptr_t)((v + 1) << 2);
-}
-
-static uint64_t dec(void *p)
-{
-	return ((uint64_t)(uintptr_t)p >> 2) - 1;
-}
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void take_some(struct round *r, int n)
 {
 	for (int i = 0; i < n; i++) {
 		void *item = kwq__ring_take(&r->ring);
 		if (item == NULL)
 			return;
-		uint64_t v = dec(item);
+		uint64_t v = ring_stress_dec(item);
 		if (v >= (uint64_t)r->threads * 2 * PER_THREAD ||
 		    atomic_fetch_add(&r->seen[v], 1) != 0)
 			atomic_store(&r->bad, 1);
@@ -111,13 +97,13 @@ static void *worker(void *p)
 		if (kwq__ring_reserve(&r->ring) == 0) {
 			_Atomic uint64_t pos;
 			atomic_init(&pos, 0);
-			kwq__ring_put_reserved_at(&r->ring, enc(base + 2 * i), &pos, 1);
+			kwq__ring_put_reserved_at(&r->ring, ring_stress_enc(base + 2 * i), &pos, 1);
 			if (atomic_load_explicit(&pos, memory_order_relaxed) == 0)
 				atomic_store(&r->bad, 2); /* not published */
 			atomic_fetch_add(&r->accepted, 1);
 			atomic_fetch_add(&r->reserved_puts, 1);
 		}
-		if (kwq__ring_put(&r->ring, enc(base + 2 * i + 1)) == 0)
+		if (kwq__ring_put(&r->ring, ring_stress_enc(base + 2 * i + 1)) == 0)
 			atomic_fetch_add(&r->accepted, 1);
 		else
 			atomic_fetch_add(&r->refused, 1);
@@ -179,29 +165,17 @@ int main(int argc, char **argv)
 	double seconds = 5;
 	int threads = 4;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
-			seconds = atof(argv[++i]);
-		} else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-			threads = atoi(argv[++i]);
-		} else {
-			fprintf(stderr, "usage: %s [--seconds S] [--threads T]\n", argv[0]);
-			return 2;
-		}
-	}
-	if (threads < 2 || threads > MAX_THREADS || seconds <= 0) {
-		fprintf(stderr, "threads must be 2..%d\n", MAX_THREADS);
+	if (!ring_stress_args(argc, argv, &seconds, &threads, MAX_THREADS))
 		return 2;
-	}
 #ifdef SANITIZED
 	printf("ring_reserve_nomem: skipped (the sanitizer's allocator cannot be interposed)\n");
 	return 77;
 #endif
-	int64_t end = now_ns() + (int64_t)(seconds * 1e9);
+	int64_t end = stress_now_ns() + (int64_t)(seconds * 1e9);
 	long rounds = 0;
 	uint64_t reserved_puts = 0, refused = 0;
 	int failed = 0;
-	while (!failed && now_ns() < end) {
+	while (!failed && stress_now_ns() < end) {
 		failed = run_round(threads, &reserved_puts, &refused);
 		rounds++;
 	}

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -22,6 +23,19 @@ static inline bool stress_row(const char *name, enum kwq_impl *impl)
 		fprintf(stderr, "unknown row %s\n", name);
 		return false;
 	}
+	return true;
+}
+
+/* ROW [--seconds S]: the row into *impl, S into *seconds (left as it is
+ * when absent); false (and a message) when the row is missing or wrong. */
+static inline bool stress_row_args(int argc, char **argv, enum kwq_impl *impl,
+				   double *seconds)
+{
+	if (argc < 2 || !stress_row(argv[1], impl))
+		return false;
+	for (int i = 2; i < argc; i++)
+		if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
+			*seconds = atof(argv[++i]);
 	return true;
 }
 
