@@ -174,8 +174,13 @@ static int round_run(struct probe *p, long round, long *next_key, long burst, in
 				if (s == 0)
 					continue;
 				int64_t idle_from = s > nonempty_since ? s : nonempty_since;
+				/* A round only takes items away: still non-empty
+				 * after the workers were seen asleep means non-empty
+				 * all along (the first len may be long stale by then
+				 * on a loaded machine, the last item taken since). */
 				if (t - idle_from > IDLE_BOUND_NS && no_worker_runnable(p) &&
-				    atomic_load(&p->in_get_since[i]) == s) {
+				    atomic_load(&p->in_get_since[i]) == s &&
+				    kwq_len(p->q) != 0) {
 					fprintf(stderr, "round %ld: worker %d idle in get for "
 						"%lld ms, no worker runnable, while %zu "
 						"items queued\n", round, i,
