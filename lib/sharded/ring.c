@@ -84,12 +84,12 @@
 
 #include "../core/inject.h"
 
-#define SLOT_EMPTY ((uintptr_t)0)
-#define SLOT_POISON ((uintptr_t)1)
-#define SLOT_FINAL ((uintptr_t)2)
+#define SLOT_EMPTY KWQ__SLOT_EMPTY
+#define SLOT_POISON KWQ__SLOT_POISON
+#define SLOT_FINAL KWQ__SLOT_FINAL
 
-#define CLAIM_BITS 22
-#define CLAIM_MASK ((UINT64_C(1) << CLAIM_BITS) - 1)
+#define CLAIM_BITS KWQ__RING_CLAIM_BITS
+#define CLAIM_MASK KWQ__RING_CLAIM_MASK
 #define SEG_ALIGN 64
 
 /* Reclaimed segments kept for reuse (malloc of 8 KiB blocks is slow). */
@@ -107,16 +107,6 @@ enum { TAIL = 0, HEAD = 1 };
  * its slot 0. */
 #define NEXT_FILLED ((uintptr_t)1)
 
-struct kwq_ring_seg {
-	_Atomic uintptr_t next;
-	uint64_t base;                  /* ring index of slot 0 (for len) */
-	_Atomic uint64_t claims[2];     /* FAAs received, set by the swings */
-	_Atomic uint64_t ovf_done;      /* overflow claims released */
-	_Atomic uint32_t swung;         /* words moved off this segment */
-	struct kwq_ring_seg *retired_next;
-	_Atomic uintptr_t slot[];
-};
-
 static inline uint64_t pack(const struct kwq_ring_seg *s, uint64_t count)
 {
 	return ((uint64_t)(uintptr_t)s >> 6) << CLAIM_BITS | count;
@@ -124,7 +114,7 @@ static inline uint64_t pack(const struct kwq_ring_seg *s, uint64_t count)
 
 static inline struct kwq_ring_seg *seg_of(uint64_t w)
 {
-	return (struct kwq_ring_seg *)(uintptr_t)((w >> CLAIM_BITS) << 6);
+	return kwq__ring_seg_of(w);
 }
 
 static inline uint64_t count_of(uint64_t w)
@@ -409,36 +399,27 @@ void kwq__ring_unreserve(struct kwq_ring *r)
 	atomic_fetch_sub_explicit(&r->reserved, 1, memory_order_relaxed);
 }
 
-static int put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag,
-		  bool reserved);
-
 int kwq__ring_put(struct kwq_ring *r, void *item)
 {
-	return put_at(r, item, NULL, 0, false);
+	KWQ_YIELD();
+	/* RING.C1 */
+	uint64_t w = atomic_fetch_add_explicit(&r->tail, 1, memory_order_seq_cst);
+	return kwq__ring_put_from(r, item, NULL, 0, false, w);
 }
 
-int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag)
-{
-	return put_at(r, item, pos, tag, false);
-}
-
-void kwq__ring_put_reserved_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos,
-			       uint64_t tag)
-{
-	int rc = put_at(r, item, pos, tag, true);
-	assert(rc == 0); /* a spare was kept for it */
-	(void)rc;
-}
-
-static int put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag,
-		  bool reserved)
+/*
+ * A put from its claim w on: the fast half's claim (its slot poisoned, or
+ * past the segment's end), or kwq__ring_put's.  A poisoned slot fails the
+ * CAS again here (only its producer changes a POISON slot).
+ */
+int kwq__ring_put_from(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag,
+		       bool reserved, uint64_t w)
 {
 	const uint64_t n = r->seg_slots;
 
-	for (;;) {
-		KWQ_YIELD();
-		/* RING.C1: the claim. */
-		uint64_t w = atomic_fetch_add_explicit(&r->tail, 1, memory_order_seq_cst);
+	for (;; KWQ_YIELD(),
+		/* RING.C1: the next claim. */
+		w = atomic_fetch_add_explicit(&r->tail, 1, memory_order_seq_cst)) {
 		struct kwq_ring_seg *s = seg_of(w);
 		uint64_t i = count_of(w);
 
@@ -467,6 +448,7 @@ static int put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_
 		bool placed = false;
 		uintptr_t next = link_next(r, s, reserved, item, pos, tag, &placed);
 		if (next == 0) {
+			assert(!reserved); /* a spare was kept for it */
 			release_overflow(r, s, false);
 			return -ENOMEM;
 		}
@@ -481,34 +463,21 @@ static int put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_
 	}
 }
 
-bool kwq__ring_pending(struct kwq_ring *r)
-{
-	uint64_t h = atomic_load_explicit(&r->head, memory_order_seq_cst);
-	uint64_t t = atomic_load_explicit(&r->tail, memory_order_seq_cst);
-
-	if (seg_of(h) != seg_of(t))
-		return true; /* head is behind: a whole segment to go */
-	if (count_of(t) > r->seg_slots)
-		return true; /* a producer overflowed: a next segment is coming */
-	return count_of(h) < count_of(t);
-}
-
 void *kwq__ring_take(struct kwq_ring *r)
 {
 	uint64_t pos;
 	return kwq__ring_take_at(r, &pos);
 }
 
-void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
+/*
+ * A take from its claim w on: the fast half's claim (its slot not yet
+ * published, or past the segment's end).
+ */
+void *kwq__ring_take_from(struct kwq_ring *r, uint64_t *pos, uint64_t w)
 {
 	const uint64_t n = r->seg_slots;
 
 	for (;;) {
-		if (!kwq__ring_pending(r))
-			return NULL;
-		KWQ_YIELD();
-		/* RING.C1: the claim. */
-		uint64_t w = atomic_fetch_add_explicit(&r->head, 1, memory_order_seq_cst);
 		struct kwq_ring_seg *s = seg_of(w);
 		uint64_t i = count_of(w);
 
@@ -526,7 +495,7 @@ void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
 									    SLOT_POISON,
 									    memory_order_acq_rel,
 									    memory_order_acquire))
-					continue;
+					goto next;
 			}
 			/* Read before RING.F2: after it the segment may be recycled. */
 			*pos = s->base + i;
@@ -556,6 +525,12 @@ void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
 		bool retire = swing(&r->tail, s, next, TAIL); /* never pass tail */
 		retire |= swing(&r->head, s, next, HEAD);
 		release_overflow(r, s, retire);
+next:
+		if (!kwq__ring_pending(r))
+			return NULL;
+		KWQ_YIELD();
+		/* RING.C1: the next claim. */
+		w = atomic_fetch_add_explicit(&r->head, 1, memory_order_seq_cst);
 	}
 }
 

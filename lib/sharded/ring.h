@@ -42,6 +42,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/inject.h"
+
 /* Slots per segment by default: 8 KiB segments. */
 #define KWQ_RING_SEG_DEFAULT 1024u
 #define KWQ_RING_SEG_MAX 65536u
@@ -75,6 +77,8 @@ int kwq__ring_put(struct kwq_ring *r, void *item);
 /* Remove the head, or NULL when the ring is empty. */
 void *kwq__ring_take(struct kwq_ring *r);
 
+/* put_at, put_reserved_at, take_at and pending are inline (below). */
+
 /*
  * Positions, for consumers that must tell a current copy of an item from
  * a stale one (an item re-put elsewhere while a copy still waits here).
@@ -88,7 +92,6 @@ void *kwq__ring_take(struct kwq_ring *r);
  */
 #define KWQ_RING_POS_SHIFT 3
 
-int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag);
 
 /*
  * Reservations, for a put that must not fail (a re-queue on done).
@@ -104,15 +107,12 @@ int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint
  */
 int kwq__ring_reserve(struct kwq_ring *r);
 void kwq__ring_unreserve(struct kwq_ring *r);
-void kwq__ring_put_reserved_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos,
-			       uint64_t tag);
-void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos);
 
 /*
  * Whether take() may find an item: false means the ring was empty at the
  * moment of the last load.  seq_cst loads (the eventcount's re-check).
  */
-bool kwq__ring_pending(struct kwq_ring *r);
+static inline bool kwq__ring_pending(struct kwq_ring *r);
 
 /*
  * The number of items a take can find: a slot claimed by a put that has
@@ -121,5 +121,114 @@ bool kwq__ring_pending(struct kwq_ring *r);
  * flight.
  */
 size_t kwq__ring_len(struct kwq_ring *r);
+
+/* ------------------------------------------------------------------------ */
+/* Inline fast paths.  A put or take whose claim lands inside its segment
+ * and finds the slot as expected costs one FAA and one CAS (put) or one
+ * FAA, a load and a store (take), with no call; everything else (a late
+ * producer, a poisoned slot, the segment's end) goes on, from the claim
+ * already made, in ring.c.  The layout below is ring.c's (its essay). */
+
+#define KWQ__RING_CLAIM_BITS 22
+#define KWQ__RING_CLAIM_MASK ((UINT64_C(1) << KWQ__RING_CLAIM_BITS) - 1)
+#define KWQ__SLOT_EMPTY ((uintptr_t)0)
+#define KWQ__SLOT_POISON ((uintptr_t)1)
+#define KWQ__SLOT_FINAL ((uintptr_t)2)
+
+struct kwq_ring_seg {
+	_Atomic uintptr_t next;
+	uint64_t base;                  /* ring index of slot 0 */
+	_Atomic uint64_t claims[2];     /* FAAs received, set by the swings */
+	_Atomic uint64_t ovf_done;      /* overflow claims released */
+	_Atomic uint32_t swung;         /* words moved off this segment */
+	struct kwq_ring_seg *retired_next;
+	_Atomic uintptr_t slot[];
+};
+
+static inline struct kwq_ring_seg *kwq__ring_seg_of(uint64_t w)
+{
+	return (struct kwq_ring_seg *)(uintptr_t)((w >> KWQ__RING_CLAIM_BITS) << 6);
+}
+
+/* The slow halves: w is the claim (the FAA's result) the fast half made. */
+int kwq__ring_put_from(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag,
+		       bool reserved, uint64_t w);
+void *kwq__ring_take_from(struct kwq_ring *r, uint64_t *pos, uint64_t w);
+
+static inline int kwq__ring_put_fast(struct kwq_ring *r, void *item, _Atomic uint64_t *pos,
+				     uint64_t tag, bool reserved)
+{
+	KWQ_YIELD();
+	/* RING.C1: the claim. */
+	uint64_t w = atomic_fetch_add_explicit(&r->tail, 1, memory_order_seq_cst);
+	uint64_t i = w & KWQ__RING_CLAIM_MASK;
+
+	if (__builtin_expect(i < r->seg_slots, 1)) {
+		struct kwq_ring_seg *s = kwq__ring_seg_of(w);
+		uintptr_t v = KWQ__SLOT_EMPTY;
+		/* Before RING.P1 publishes the slot: a consumer that takes it
+		 * reads this position or a later one. */
+		atomic_store_explicit(pos, tag | ((s->base + i) << KWQ_RING_POS_SHIFT),
+				      memory_order_relaxed);
+		KWQ_YIELD();
+		/* RING.P1: pairs with RING.A1. */
+		if (__builtin_expect(atomic_compare_exchange_strong_explicit(
+					     &s->slot[i], &v, (uintptr_t)item,
+					     memory_order_seq_cst, memory_order_acquire), 1)) {
+			if (reserved)
+				kwq__ring_unreserve(r);
+			return 0;
+		}
+	}
+	return kwq__ring_put_from(r, item, pos, tag, reserved, w);
+}
+
+static inline int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos,
+				   uint64_t tag)
+{
+	return kwq__ring_put_fast(r, item, pos, tag, false);
+}
+
+static inline void kwq__ring_put_reserved_at(struct kwq_ring *r, void *item,
+					     _Atomic uint64_t *pos, uint64_t tag)
+{
+	(void)kwq__ring_put_fast(r, item, pos, tag, true); /* cannot fail */
+}
+
+static inline bool kwq__ring_pending(struct kwq_ring *r)
+{
+	uint64_t h = atomic_load_explicit(&r->head, memory_order_seq_cst);
+	uint64_t t = atomic_load_explicit(&r->tail, memory_order_seq_cst);
+
+	if ((h ^ t) >> KWQ__RING_CLAIM_BITS)
+		return true; /* head is behind: a whole segment to go */
+	if ((t & KWQ__RING_CLAIM_MASK) > r->seg_slots)
+		return true; /* a producer overflowed: a next segment is coming */
+	return (h & KWQ__RING_CLAIM_MASK) < (t & KWQ__RING_CLAIM_MASK);
+}
+
+static inline void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
+{
+	if (!kwq__ring_pending(r))
+		return NULL;
+	KWQ_YIELD();
+	/* RING.C1: the claim. */
+	uint64_t w = atomic_fetch_add_explicit(&r->head, 1, memory_order_seq_cst);
+	uint64_t i = w & KWQ__RING_CLAIM_MASK;
+
+	if (__builtin_expect(i < r->seg_slots, 1)) {
+		struct kwq_ring_seg *s = kwq__ring_seg_of(w);
+		/* RING.A1: pairs with RING.P1. */
+		uintptr_t v = atomic_load_explicit(&s->slot[i], memory_order_acquire);
+		if (__builtin_expect(v != KWQ__SLOT_EMPTY, 1)) {
+			/* Read before RING.F2: after it the segment may be recycled. */
+			*pos = s->base + i;
+			/* RING.F2: pairs with RING.A3. */
+			atomic_store_explicit(&s->slot[i], KWQ__SLOT_FINAL, memory_order_release);
+			return (void *)v;
+		}
+	}
+	return kwq__ring_take_from(r, pos, w);
+}
 
 #endif
