@@ -134,7 +134,7 @@ bool kwq__item_hs_compare(const void *a, const void *b)
 		return false;
 	const unsigned char *bytes = (len & KWQ__PROBE) ? ((const struct kwq__probe *)b)->key
 							: ((const struct kwq_item *)b)->bytes;
-	return memcmp(x->bytes, bytes, x->len) == 0;
+	return kwq__bytes_eq(x->bytes, bytes, x->len);
 }
 
 static void *hs_malloc(size_t n)

@@ -75,6 +75,40 @@ static inline void kwq__item_probe(struct kwq__probe *probe, const struct kwq_ke
 	probe->key = k->bytes;
 }
 
+/*
+ * Whether n bytes at a and b are equal.  Keys are mostly short names: up
+ * to 16 bytes take two overlapping loads a side and no call (every byte
+ * loaded lies inside both keys); longer ones go to memcmp.
+ */
+static inline bool kwq__bytes_eq(const void *a, const void *b, size_t n)
+{
+	const unsigned char *x = a, *y = b;
+	uint64_t u, v, s, t;
+
+	if (n >= 8 && n <= 16) {
+		memcpy(&u, x, 8);
+		memcpy(&v, y, 8);
+		memcpy(&s, x + n - 8, 8);
+		memcpy(&t, y + n - 8, 8);
+		return ((u ^ v) | (s ^ t)) == 0;
+	}
+	if (n >= 4 && n < 8) {
+		uint32_t p, q, r, w;
+		memcpy(&p, x, 4);
+		memcpy(&q, y, 4);
+		memcpy(&r, x + n - 4, 4);
+		memcpy(&w, y + n - 4, 4);
+		return ((p ^ q) | (r ^ w)) == 0;
+	}
+	return memcmp(x, y, n) == 0;
+}
+
+/* Whether item it holds key k (its hash first: one compare rejects). */
+static inline bool kwq__item_is(const struct kwq_item *it, const struct kwq_key *k)
+{
+	return it->hash == k->hash && it->len == k->len && kwq__bytes_eq(it->bytes, k->bytes, k->len);
+}
+
 /* ck_hs callbacks for sets of struct kwq_item pointers (object mode). */
 unsigned long kwq__item_hs_hash(const void *item, unsigned long seed);
 bool kwq__item_hs_compare(const void *a, const void *b);

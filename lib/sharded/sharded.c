@@ -255,8 +255,13 @@
 #define HS_MODE (CK_HS_MODE_SPMC | CK_HS_MODE_OBJECT)
 #define HS_INITIAL 8
 #define SWEEP_MIN 32
-#define HOT_SLOTS 8
+#define HOT_SETS 8 /* lookaside: sets of two ways */
 #define CACHE_KEYS 131072u
+
+/* The hot paths' helpers: inlined into add, get and done whatever the
+ * compiler's estimate (a call's saves and restores were a tenth of the
+ * W1 cycle). */
+#define HOT_INLINE inline __attribute__((always_inline))
 
 /* remaining = BIAS + live entries while shutdown counts the shards. */
 #define DRAIN_BIAS (UINT64_C(1) << 62)
@@ -334,7 +339,8 @@ struct shard {
 	uint32_t cached;      /* I3 (under lock) */
 	uint32_t sweep_at;    /* sweep when cached reaches this (under lock) */
 	ck_hs_t set;          /* under lock */
-	struct entry *hot[HOT_SLOTS]; /* lookaside in front of set (under lock) */
+	struct entry *hot[HOT_SETS][2]; /* lookaside in front of set, way 0 the
+					   more recent (under lock) */
 #ifdef KWQ_SHARD_LOCK_PTHREAD
 	alignas(8) unsigned char mutex_space[sizeof(pthread_mutex_t)];
 #endif
@@ -370,7 +376,7 @@ struct lane_set {
 struct sharded_queue {
 	struct kwq base;
 	struct shard *shards;
-	unsigned shard_shift;             /* index = hash >> shard_shift */
+	uint32_t shard_mask;              /* index = (hash >> 48) & shard_mask */
 	unsigned nshards;
 
 	struct lane lane0;
@@ -401,8 +407,9 @@ static struct entry *entry_of(void *it)
 
 static struct shard *shard_of(struct sharded_queue *s, uint64_t hash)
 {
-	/* Top bits: ck_hs uses the low bits (bucket) and bits 25-41 (tag). */
-	return &s->shards[s->shard_shift >= 64 ? 0 : hash >> s->shard_shift];
+	/* Top bits (at most 65536 shards): ck_hs uses the low bits, the
+	 * lookaside bits 20-22. */
+	return &s->shards[(uint32_t)(hash >> 48) & s->shard_mask];
 }
 
 static struct entry *entry_new(struct sharded_queue *s, const struct kwq_key *k)
@@ -417,40 +424,61 @@ static void entry_free(struct sharded_queue *s, struct entry *e)
 }
 
 /*
- * Find k's entry in its shard (under the shard lock).  A small direct-
- * mapped lookaside of recently found entries sits in front of the ck_hs
- * set: a hit costs one compare instead of a ck_hs probe (about 170
- * instructions with Debian's libck, whose slots hold no hash bits), and
- * hot keys (W3, W2 at K=64, a coalescing add) and small per-shard working
- * sets (W1: 4 keys a shard) mostly hit.  Entries leave it when freed.
+ * Find k's entry in its shard (under the shard lock).  A small two-way
+ * lookaside of recently found entries sits in front of the ck_hs set: a
+ * hit costs a compare or two (the hash first) instead of a ck_hs probe
+ * (about 200 instructions with Debian's libck, whose slots hold no hash
+ * bits, so that every probed slot costs a compare callback), and hot keys
+ * (W3, W2 at K=64, a coalescing add) and small per-shard working sets
+ * (W1: 4 keys a shard) mostly hit.  Two ways, not one: keys taken in turn
+ * that share a direct-mapped slot would evict each other on every lookup.
+ * Entries leave it when freed.
  */
-static struct entry *shard_find(struct shard *sh, const struct kwq_key *k)
+static inline struct entry **hot_set(struct shard *sh, uint64_t hash)
 {
-	unsigned slot = (unsigned)(k->hash >> 20) & (HOT_SLOTS - 1);
-	struct entry *e = sh->hot[slot];
+	return sh->hot[(hash >> 20) & (HOT_SETS - 1)];
+}
 
-	if (e != NULL) {
-		const struct kwq_item *it = item_of(e);
-		if (it->hash == k->hash && it->len == k->len &&
-		    memcmp(it->bytes, k->bytes, k->len) == 0)
-			return e;
-	}
+static struct entry *shard_find_slow(struct shard *sh, const struct kwq_key *k,
+				     struct entry **way)
+{
 	struct kwq__probe probe;
 	kwq__item_probe(&probe, k);
 	struct kwq_item *it = ck_hs_get(&sh->set, (unsigned long)k->hash, &probe);
 	if (it == NULL)
 		return NULL;
-	e = entry_of(it);
-	sh->hot[slot] = e;
+	struct entry *e = entry_of(it);
+	way[1] = way[0];
+	way[0] = e;
 	return e;
+}
+
+static HOT_INLINE struct entry *shard_find(struct shard *sh, const struct kwq_key *k)
+{
+	struct entry **way = hot_set(sh, k->hash);
+	struct entry *e = way[0];
+
+	if (e != NULL && kwq__item_is(item_of(e), k))
+		return e;
+	e = way[1];
+	if (e != NULL && kwq__item_is(item_of(e), k)) {
+		way[1] = way[0];
+		way[0] = e;
+		return e;
+	}
+	return shard_find_slow(sh, k, way);
 }
 
 /* e leaves its shard's set: drop it from the lookaside too. */
 static void shard_forget(struct shard *sh, struct entry *e)
 {
-	unsigned slot = (unsigned)(item_of(e)->hash >> 20) & (HOT_SLOTS - 1);
-	if (sh->hot[slot] == e)
-		sh->hot[slot] = NULL;
+	struct entry **way = hot_set(sh, item_of(e)->hash);
+	if (way[0] == e) {
+		way[0] = way[1];
+		way[1] = NULL;
+	} else if (way[1] == e) {
+		way[1] = NULL;
+	}
 }
 
 /* The metrics block of the shard of e (named queues). */
@@ -460,16 +488,21 @@ static struct kwq__metrics_block *metrics_of(struct sharded_queue *s, struct sha
 }
 
 /* A counted add (an item that was not dirty), under the shard lock. */
-static void count_add(struct sharded_queue *s, struct shard *sh, struct entry *e)
+static __attribute__((noinline)) void count_add_named(struct sharded_queue *s,
+							struct shard *sh, struct entry *e)
 {
-	if (s->metrics == NULL)
-		return;
 	int64_t now = kwq_clock_now(s->base.clock);
 	atomic_store_explicit(&times_of(e)->add_ns, now, memory_order_relaxed);
 	/* A metrics read that sees the entry HELD before its get stores the
 	 * get time reads this: an age near 0, not the clock's epoch. */
 	atomic_store_explicit(&times_of(e)->get_ns, now, memory_order_relaxed);
 	kwq__metrics_on_add(metrics_of(s, sh));
+}
+
+static HOT_INLINE void count_add(struct sharded_queue *s, struct shard *sh, struct entry *e)
+{
+	if (s->metrics != NULL)
+		count_add_named(s, sh, e);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -495,7 +528,7 @@ static inline void shard_unlock(struct shard *sh)
 	pthread_mutex_unlock(shard_mutex(sh));
 }
 #else
-static void shard_lock_slow(struct shard *sh)
+static __attribute__((noinline, cold)) void shard_lock_slow(struct shard *sh)
 {
 	unsigned backoff = 1, spins = 0;
 
@@ -655,7 +688,7 @@ out:
  * there.  On failure nothing changed: the position of the previous copy is
  * restored before the lock is released (SHD.P3 below).
  */
-static int lane_put(struct lane *l, struct entry *e)
+static HOT_INLINE int lane_put(struct lane *l, struct entry *e)
 {
 	uint64_t old = atomic_load_explicit(&e->state, memory_order_relaxed);
 	/* The put stores QUEUED and the new position in one word (SHD.P3). */
@@ -679,7 +712,29 @@ static int lane_put(struct lane *l, struct entry *e)
  * dropped (stale-- for the raise that left it, or for the copy that lost
  * the CAS to another copy).
  */
-static struct entry *take_lane(struct sharded_queue *s, struct lane *l)
+/* The fast CAS failed: decide under the lock.  e (HELD now), or NULL when
+ * the copy was stale and is dropped. */
+static struct entry *take_settle(struct sharded_queue *s, struct entry *e, uint64_t queued,
+				 uint64_t held)
+{
+	struct shard *sh = shard_of(s, item_of(e)->hash);
+	uint64_t w = queued;
+
+	shard_lock(sh);
+	/* SHD.H2 */
+	if (atomic_compare_exchange_strong_explicit(&e->state, &w, held, memory_order_acq_rel,
+						    memory_order_relaxed)) {
+		shard_unlock(sh);
+		return e;
+	}
+	assert(e->stale > 0);
+	e->stale--;
+	atomic_fetch_sub_explicit(&s->stale, 1, memory_order_relaxed);
+	shard_unlock(sh);
+	return NULL;
+}
+
+static HOT_INLINE struct entry *take_lane(struct sharded_queue *s, struct lane *l)
 {
 	for (;;) {
 		uint64_t p;
@@ -696,26 +751,13 @@ static struct entry *take_lane(struct sharded_queue *s, struct lane *l)
 							    memory_order_acq_rel,
 							    memory_order_relaxed))
 			return e;
-
-		struct shard *sh = shard_of(s, item_of(e)->hash);
-		shard_lock(sh);
-		w = queued;
-		/* SHD.H2 */
-		if (atomic_compare_exchange_strong_explicit(&e->state, &w, held,
-							    memory_order_acq_rel,
-							    memory_order_relaxed)) {
-			shard_unlock(sh);
+		if ((e = take_settle(s, e, queued, held)) != NULL)
 			return e;
-		}
-		assert(e->stale > 0);
-		e->stale--;
-		atomic_fetch_sub_explicit(&s->stale, 1, memory_order_relaxed);
-		shard_unlock(sh);
 	}
 }
 
 /* Take the current copy of the highest-priority queued entry: HELD. */
-static struct entry *take(struct sharded_queue *s)
+static HOT_INLINE struct entry *take(struct sharded_queue *s)
 {
 	struct lane_set *set = atomic_load_explicit(&s->lanes, memory_order_acquire); /* SHD.A1 */
 	if (set == NULL)
@@ -776,10 +818,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 			goto free_s;
 		s->prefix = sizeof(struct entry_times);
 	}
-	unsigned bits = 0;
-	while ((1u << bits) < n)
-		bits++;
-	s->shard_shift = 64 - bits;
+	s->shard_mask = n - 1; /* n is a power of two, at most 65536 */
 
 	s->shards = aligned_alloc(64, n * sizeof *s->shards);
 	if (s->shards == NULL)
@@ -928,8 +967,8 @@ static void entry_unmake(struct sharded_queue *s, struct shard *sh, struct entry
 }
 
 /* ABSENT -> QUEUED at the tail of lane (under the lock). */
-static int make_queued(struct sharded_queue *s, struct shard *sh, struct entry *e,
-		       struct lane *lane)
+static HOT_INLINE int make_queued(struct sharded_queue *s, struct shard *sh, struct entry *e,
+				  struct lane *lane)
 {
 	atomic_store_explicit(&e->qprio, lane->prio, memory_order_relaxed);
 	if (lane_put(lane, e) != 0) /* it put the word back */
@@ -1034,21 +1073,19 @@ static void wait_end(struct entry *e, bool cancel)
 	e->wait = NULL;
 }
 
-static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
+/* add of k, found as e (or NULL), on lane: everything but the common case
+ * (under the shard lock, which it releases). */
+static __attribute__((noinline)) int add_locked(struct sharded_queue *s, struct shard *sh,
+						const struct kwq_key *k, struct lane *lane,
+						struct entry *e)
 {
-	struct sharded_queue *s = sq(q);
-	struct shard *sh = shard_of(s, k->hash);
-	struct lane *lane = lane_get(s, prio), *l;
-	struct entry *e;
+	struct lane *l;
 	bool put = false;
 	int rc = 0;
 
-	if (lane == NULL)
-		return -ENOMEM;
-	shard_lock(sh);
 	if (sh->closed) {
 		rc = -ESHUTDOWN;
-	} else if ((e = shard_find(sh, k)) == NULL) {
+	} else if (e == NULL) {
 		if ((e = entry_create(s, sh, k)) == NULL)
 			rc = -ENOMEM;
 		else if ((rc = make_queued(s, sh, e, lane)) != 0)
@@ -1083,6 +1120,28 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 	if (put)
 		kwq__park_notify(&s->park);
 	return rc;
+}
+
+static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
+{
+	struct sharded_queue *s = sq(q);
+	struct shard *sh = shard_of(s, k->hash);
+	struct lane *lane = prio == 0 ? &s->lane0 : lane_get(s, prio);
+
+	if (lane == NULL)
+		return -ENOMEM;
+	shard_lock(sh);
+	struct entry *e = shard_find(sh, k);
+	/* The common case, kept short: a known ABSENT key with no wait. */
+	if (__builtin_expect(e != NULL && !sh->closed && e->wait == NULL &&
+			     state_get(e) == ST_ABSENT, 1)) {
+		int rc = make_queued(s, sh, e, lane);
+		shard_unlock(sh);
+		if (rc == 0)
+			kwq__park_notify(&s->park);
+		return rc;
+	}
+	return add_locked(s, sh, k, lane, e);
 }
 
 static int sharded_add_after(struct kwq *q, const struct kwq_key *k, struct kwq__wait_req *req)
@@ -1203,20 +1262,22 @@ static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 	return 0;
 }
 
-static int sharded_done(struct kwq *q, struct kwq_item *it)
+/* A named queue's done of a HELD or HELD|DIRTY entry (under the lock). */
+static __attribute__((noinline)) void count_done(struct sharded_queue *s, struct shard *sh,
+						 struct entry *e)
 {
-	struct sharded_queue *s = sq(q);
-	struct entry *e = entry_of(it);
-	struct shard *sh = shard_of(s, it->hash);
+	kwq__metrics_on_done(metrics_of(s, sh), kwq_clock_now(s->base.clock) -
+			     atomic_load_explicit(&times_of(e)->get_ns, memory_order_relaxed));
+}
+
+/* done of everything but a clean HELD entry of an open shard with no sweep
+ * due (under the lock, which it releases). */
+static __attribute__((noinline)) int done_slow(struct sharded_queue *s, struct shard *sh,
+					       struct entry *e, uint32_t st)
+{
 	bool put = false, last = false;
 	int rc = 0;
 
-	shard_lock(sh);
-	uint32_t st = state_get(e);
-	if (s->metrics != NULL && (st == ST_HELD || st == ST_HELD_DIRTY))
-		kwq__metrics_on_done(metrics_of(s, sh), kwq_clock_now(q->clock) -
-				     atomic_load_explicit(&times_of(e)->get_ns,
-							  memory_order_relaxed));
 	if (st == ST_HELD) {
 		state_set(e, ST_ABSENT);
 		sh->live--;
@@ -1230,6 +1291,8 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 		if (sh->cached >= sh->sweep_at)
 			sweep(s, sh);
 	} else if (st == ST_HELD_DIRTY) {
+		if (s->metrics != NULL)
+			count_done(s, sh, e);
 		/* Its lane exists and its put was reserved by make_dirty (I7). */
 		struct lane *lane = lane_find(s, e->dprio);
 		atomic_store_explicit(&e->qprio, e->dprio, memory_order_relaxed);
@@ -1244,6 +1307,28 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 	if (last)
 		drain_wake(s);
 	return rc;
+}
+
+static int sharded_done(struct kwq *q, struct kwq_item *it)
+{
+	struct sharded_queue *s = sq(q);
+	struct entry *e = entry_of(it);
+	struct shard *sh = shard_of(s, it->hash);
+
+	shard_lock(sh);
+	uint32_t st = state_get(e);
+	if (st == ST_HELD && s->metrics != NULL)
+		count_done(s, sh, e);
+	/* The common case, kept short: a clean HELD entry becomes ABSENT. */
+	if (__builtin_expect(st == ST_HELD && !sh->closed && sh->cached + 1 < sh->sweep_at, 1)) {
+		state_set(e, ST_ABSENT);
+		sh->live--;
+		sh->cached++;
+		e->aged = 0;
+		shard_unlock(sh);
+		return 0;
+	}
+	return done_slow(s, sh, e, st);
 }
 
 /* Copies in the lanes less the stale ones: exact when quiescent. */
