@@ -79,6 +79,7 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 			goto fail;
 	}
 	if (c.name != NULL) {
+		kwq__metrics_clock_init(); /* the metrics' timestamps */
 		base.name = strdup(c.name);
 		base.retries = kwq__retries_new();
 		if (base.name == NULL || base.retries == NULL)
@@ -312,7 +313,7 @@ static int metrics_now(kwq_t *q, struct kwq_metrics *m)
 	*m = (struct kwq_metrics){ .size = sizeof *m };
 	if (q->name == NULL)
 		return 0;
-	q->ops->metrics(q, m, kwq_clock_now(q->clock));
+	q->ops->metrics(q, m, kwq__metrics_now(q->clock));
 	m->retries_total = kwq__retries_sum(q->retries);
 	return 0;
 }

@@ -14,7 +14,8 @@
  *   read          unfinished = the sum over held items of now - get time,
  *                 longest = the largest of them (no ticker thread)
  *
- * All times come from the queue's clock (kwq_clock_now(q->clock)).
+ * All times come from the metrics clock (kwq__metrics_now(q->clock) in
+ * core/clock.h): the queue's fake clock, or the scaled time-stamp counter.
  *
  * Concurrency: a kwq__metrics_block is updated only with relaxed atomic
  * read-modify-writes, so hooks may run on one block from many threads

@@ -61,6 +61,7 @@
 #include <ck_hs.h>
 
 #include "../core/key.h"
+#include "../core/clock.h"
 #include "../core/ops.h"
 #include "../metrics/metrics.h"
 
@@ -324,7 +325,7 @@ static void wait_end(struct mutex_queue *m, struct entry *e)
 static void count_add(struct mutex_queue *m, struct entry *e)
 {
 	if (m->metrics != NULL) {
-		e->add_ns = kwq_clock_now(m->base.clock);
+		e->add_ns = kwq__metrics_now(m->base.clock);
 		kwq__metrics_on_add(m->metrics);
 	}
 }
@@ -558,7 +559,7 @@ static int mutex_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 	ck_hs_remove(&m->dirty, (unsigned long)it->hash, it);
 	it->priority = e->qprio;
 	if (m->metrics != NULL) {
-		e->get_ns = kwq_clock_now(q->clock);
+		e->get_ns = kwq__metrics_now(q->clock);
 		kwq__metrics_on_get(m->metrics, e->get_ns - e->add_ns);
 	}
 	*item = it;
@@ -587,7 +588,7 @@ static int mutex_done(struct kwq *q, struct kwq_item *it)
 		assert(rc == 0);
 	}
 	if (m->metrics != NULL)
-		kwq__metrics_on_done(m->metrics, kwq_clock_now(q->clock) - e->get_ns);
+		kwq__metrics_on_done(m->metrics, kwq__metrics_now(q->clock) - e->get_ns);
 	ck_hs_remove(&m->processing, (unsigned long)it->hash, it);
 	if (dirty)
 		pthread_cond_signal(&m->cond);

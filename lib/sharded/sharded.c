@@ -247,6 +247,7 @@
 
 #include "../core/inject.h"
 #include "../core/key.h"
+#include "../core/clock.h"
 #include "../core/ops.h"
 #include "../core/park.h"
 #include "../metrics/metrics.h"
@@ -491,7 +492,7 @@ static struct kwq__metrics_block *metrics_of(struct sharded_queue *s, struct sha
 static __attribute__((noinline)) void count_add_named(struct sharded_queue *s,
 							struct shard *sh, struct entry *e)
 {
-	int64_t now = kwq_clock_now(s->base.clock);
+	int64_t now = kwq__metrics_now(s->base.clock);
 	atomic_store_explicit(&times_of(e)->add_ns, now, memory_order_relaxed);
 	/* A metrics read that sees the entry HELD before its get stores the
 	 * get time reads this: an age near 0, not the clock's epoch. */
@@ -1253,7 +1254,7 @@ static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 	item_of(e)->priority = atomic_load_explicit(&e->qprio, memory_order_relaxed);
 	if (s->metrics != NULL) {
 		struct entry_times *t = times_of(e);
-		int64_t now = kwq_clock_now(q->clock);
+		int64_t now = kwq__metrics_now(q->clock);
 		atomic_store_explicit(&t->get_ns, now, memory_order_relaxed);
 		kwq__metrics_on_get(metrics_of(s, shard_of(s, item_of(e)->hash)),
 				    now - atomic_load_explicit(&t->add_ns, memory_order_relaxed));
@@ -1266,7 +1267,7 @@ static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 static __attribute__((noinline)) void count_done(struct sharded_queue *s, struct shard *sh,
 						 struct entry *e)
 {
-	kwq__metrics_on_done(metrics_of(s, sh), kwq_clock_now(s->base.clock) -
+	kwq__metrics_on_done(metrics_of(s, sh), kwq__metrics_now(s->base.clock) -
 			     atomic_load_explicit(&times_of(e)->get_ns, memory_order_relaxed));
 }
 
