@@ -697,6 +697,39 @@ static void t_depth_counts_dirty(void)
 	kwq_clock_free(c);
 }
 
+/* A re-add of a held item (held -> held+dirty) starts its next queue
+ * duration; its work still runs from its get: the unfinished-work gauges
+ * and the work duration of its done count from there. */
+static void t_readd_keeps_work_time(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue("readd", c, NULL);
+	struct kwq_metrics m;
+	kwq_item_t *a;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	kwq_clock_fake_step(c, 1 * SEC);
+	CHECK_GET(q, "a", &a);            /* queued 1 s; work from t = 1 s */
+	kwq_clock_fake_step(c, 1 * SEC);
+	CHECK_EQ(ADDS(q, "a"), 0);        /* t = 2 s: held -> held+dirty */
+	kwq_clock_fake_step(c, 1 * SEC);
+	READ(q, &m);                      /* t = 3 s */
+	CHECK_DBL(m.unfinished_work_seconds, 2.0);
+	CHECK_DBL(m.longest_running_processor_seconds, 2.0);
+	CHECK_EQ(kwq_done(q, a), 0);      /* re-queued at t = 3 s */
+	READ(q, &m);
+	CHECK_EQ(m.work_duration.count, 1);
+	CHECK_DBL(m.work_duration.sum_seconds, 2.0);
+	kwq_clock_fake_step(c, 1 * SEC);
+	CHECK_GET(q, "a", &a);            /* t = 4 s: queued since the re-add */
+	READ(q, &m);
+	CHECK_EQ(m.queue_duration.count, 2);
+	CHECK_DBL(m.queue_duration.sum_seconds, 1.0 + 2.0);
+	CHECK_EQ(kwq_done(q, a), 0);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
 /* retries: every accepted add_after, add_rate_limited, and add_with with a
  * delay or rate_limited; a delayed add counts as an add when it fires */
 static void t_retries(void)
@@ -1213,6 +1246,7 @@ static const struct tap_case cases[] = {
 	{ "client_go_test_metrics", t_client_go_test_metrics },
 	{ "histogram_bounds", t_histogram_bounds },
 	{ "depth_counts_dirty", t_depth_counts_dirty },
+	{ "readd_keeps_work_time", t_readd_keeps_work_time },
 	{ "retries", t_retries },
 	{ "read_size", t_read_size },
 	{ "unnamed", t_unnamed },

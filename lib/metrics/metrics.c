@@ -32,8 +32,8 @@ struct kwq__metrics_block *kwq__metrics_blocks_new(size_t n)
 		return NULL;
 	}
 	for (size_t i = 0; i < n; i++) {
-		atomic_init(&b[i].depth, 0);
 		atomic_init(&b[i].adds, 0);
+		atomic_init(&b[i].gets, 0);
 		hist_init(&b[i].queue);
 		hist_init(&b[i].work);
 	}
@@ -81,17 +81,19 @@ void kwq__metrics_sum(const struct kwq__metrics_block *blocks, size_t n,
 		      struct kwq_metrics *out)
 {
 	struct hist_acc queue = { { 0 }, 0 }, work = { { 0 }, 0 };
-	int64_t depth = 0;
-	uint64_t adds = 0;
+	uint64_t adds = 0, gets = 0;
 
+	/* gets before adds: every add of a get counted here is counted below */
+	for (size_t i = 0; i < n; i++)
+		/* MET.G2: pairs with MET.G1. */
+		gets += atomic_load_explicit((_Atomic uint64_t *)&blocks[i].gets,
+					     memory_order_acquire);
 	for (size_t i = 0; i < n; i++) {
-		depth += atomic_load_explicit((_Atomic int64_t *)&blocks[i].depth,
-					      memory_order_relaxed);
 		adds += load(&blocks[i].adds);
 		hist_add(&queue, &blocks[i].queue);
 		hist_add(&work, &blocks[i].work);
 	}
-	out->depth += depth;
+	out->depth += (int64_t)(adds - gets);
 	out->adds_total += adds;
 	hist_out(&queue, &out->queue_duration);
 	hist_out(&work, &out->work_duration);

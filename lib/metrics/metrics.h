@@ -6,9 +6,9 @@
  *
  *   counted add   an add of an item that is not dirty: absent -> queued, or
  *                 the first re-add of a held item (held -> held+dirty);
- *                 depth +1, adds +1, and the entry records the time (the
- *                 start of its queue duration)
- *   get           depth -1; queue duration = now - time of the counted add;
+ *                 adds +1, and the entry records the time (the start of
+ *                 its queue duration), both before a get can take the item
+ *   get           gets +1; queue duration = now - time of the counted add;
  *                 the entry records the time of the get
  *   done          work duration = now - time of the get
  *   read          unfinished = the sum over held items of now - get time,
@@ -17,15 +17,20 @@
  * All times come from the metrics clock (kwq__metrics_now(q->clock) in
  * core/clock.h): the queue's fake clock, or the scaled time-stamp counter.
  *
- * Concurrency: a kwq__metrics_block is updated only with relaxed atomic
- * read-modify-writes, so hooks may run on one block from many threads
- * without a lock, and kwq__metrics_sum() may run concurrently with them.
- * Nothing is ordered by these atomics: a read concurrent with adds and gets
- * is a snapshot whose parts may be a few operations apart (depth may even
- * read one below the truth for an instant when a get's block is summed
- * after the add's).  Exact when no call is in flight.  An implementation
- * that wants no shared hot line gives each shard (or thread) its own block
- * and passes them all to kwq__metrics_sum().
+ * Concurrency: a kwq__metrics_block has two halves.  The add and done
+ * hooks write theirs (adds, the work histogram) with plain load-and-store
+ * updates: their caller serializes them (the shard's lock, the queue's
+ * lock), and they are relaxed atomics only so that a read may load them
+ * meanwhile.  The get hook may run on one block from many threads without
+ * a lock (a sharded get), so its half (gets, the queue histogram) takes
+ * relaxed RMWs, on a line of its own.  depth is adds - gets.  A read
+ * (kwq__metrics_sum) is a snapshot whose parts may be a few operations
+ * apart; it loads gets first with acquire (MET.G2, pairing with the get's
+ * release RMW MET.G1), so every add of a get it counts is counted too
+ * (the add's store is ordered before its item's publication, which the
+ * get acquired): depth never reads below 0.  Exact when no call is in
+ * flight.  An implementation that wants no shared hot line gives each
+ * shard its own block and passes them all to kwq__metrics_sum().
  *
  * A histogram keeps no count: count is the sum of its buckets (the last one
  * holds observations above 10 s), so a reader can never see a cumulative
@@ -50,11 +55,20 @@ struct kwq__hist_block {
 };
 
 struct kwq__metrics_block {
-	alignas(64) _Atomic int64_t depth;
-	_Atomic uint64_t adds;
-	struct kwq__hist_block queue; /* queue duration */
+	/* add and done, under the caller's lock */
+	alignas(64) _Atomic uint64_t adds;
 	struct kwq__hist_block work;  /* work duration */
+	/* get, with RMWs */
+	alignas(64) _Atomic uint64_t gets;
+	struct kwq__hist_block queue; /* queue duration */
 };
+
+/* c += d where the caller serializes every writer of c: no RMW. */
+static inline void kwq__counter_bump(_Atomic uint64_t *c, uint64_t d)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+			      memory_order_relaxed);
+}
 
 /*
  * kwq__metrics_bucket - the slot of a duration: the first bucket whose
@@ -72,6 +86,7 @@ static inline unsigned kwq__metrics_bucket(int64_t d)
 	return i;
 }
 
+/* An observation where writers of h may race (RMWs). */
 static inline void kwq__hist_observe(struct kwq__hist_block *h, int64_t d)
 {
 	if (d < 0)
@@ -80,24 +95,42 @@ static inline void kwq__hist_observe(struct kwq__hist_block *h, int64_t d)
 	atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)d, memory_order_relaxed);
 }
 
-/* A counted add (see above).  The caller records the time in the entry. */
-static inline void kwq__metrics_on_add(struct kwq__metrics_block *b)
+/* An observation whose caller serializes the writers of h. */
+static inline void kwq__hist_observe_locked(struct kwq__hist_block *h, int64_t d)
 {
-	atomic_fetch_add_explicit(&b->depth, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&b->adds, 1, memory_order_relaxed);
+	if (d < 0)
+		d = 0;
+	kwq__counter_bump(&h->slot[kwq__metrics_bucket(d)], 1);
+	kwq__counter_bump(&h->sum_ns, (uint64_t)d);
 }
 
-/* A get: queued_ns = now - the entry's counted-add time. */
+/*
+ * A counted add (see above), under the caller's lock, before the item is
+ * published to gets; the caller records the time in the entry then too.
+ * kwq__metrics_on_add_undo takes it back (the publication failed).
+ */
+static inline void kwq__metrics_on_add(struct kwq__metrics_block *b)
+{
+	kwq__counter_bump(&b->adds, 1);
+}
+
+static inline void kwq__metrics_on_add_undo(struct kwq__metrics_block *b)
+{
+	kwq__counter_bump(&b->adds, UINT64_MAX); /* -1 */
+}
+
+/* A get: queued_ns = now - the entry's counted-add time.  No lock. */
 static inline void kwq__metrics_on_get(struct kwq__metrics_block *b, int64_t queued_ns)
 {
-	atomic_fetch_sub_explicit(&b->depth, 1, memory_order_relaxed);
+	/* MET.G1: pairs with MET.G2 (the read counts the add of this get). */
+	atomic_fetch_add_explicit(&b->gets, 1, memory_order_release);
 	kwq__hist_observe(&b->queue, queued_ns);
 }
 
-/* A done: work_ns = now - the entry's get time. */
+/* A done: work_ns = now - the entry's get time.  Under the caller's lock. */
 static inline void kwq__metrics_on_done(struct kwq__metrics_block *b, int64_t work_ns)
 {
-	kwq__hist_observe(&b->work, work_ns);
+	kwq__hist_observe_locked(&b->work, work_ns);
 }
 
 /*

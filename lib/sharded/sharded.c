@@ -488,22 +488,28 @@ static struct kwq__metrics_block *metrics_of(struct sharded_queue *s, struct sha
 	return &s->metrics[sh - s->shards];
 }
 
-/* A counted add (an item that was not dirty), under the shard lock. */
+/*
+ * A counted add (an item that was not dirty), under the shard lock.  held:
+ * the re-add of a held item, whose work still runs from its get.
+ */
 static __attribute__((noinline)) void count_add_named(struct sharded_queue *s,
-							struct shard *sh, struct entry *e)
+							struct shard *sh, struct entry *e,
+							bool held)
 {
 	int64_t now = kwq__metrics_now(s->base.clock);
 	atomic_store_explicit(&times_of(e)->add_ns, now, memory_order_relaxed);
 	/* A metrics read that sees the entry HELD before its get stores the
 	 * get time reads this: an age near 0, not the clock's epoch. */
-	atomic_store_explicit(&times_of(e)->get_ns, now, memory_order_relaxed);
+	if (!held)
+		atomic_store_explicit(&times_of(e)->get_ns, now, memory_order_relaxed);
 	kwq__metrics_on_add(metrics_of(s, sh));
 }
 
-static HOT_INLINE void count_add(struct sharded_queue *s, struct shard *sh, struct entry *e)
+static HOT_INLINE void count_add(struct sharded_queue *s, struct shard *sh, struct entry *e,
+				 bool held)
 {
 	if (s->metrics != NULL)
-		count_add_named(s, sh, e);
+		count_add_named(s, sh, e, held);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -967,17 +973,24 @@ static void entry_unmake(struct sharded_queue *s, struct shard *sh, struct entry
 	entry_free(s, e);
 }
 
-/* ABSENT -> QUEUED at the tail of lane (under the lock). */
+/*
+ * ABSENT -> QUEUED at the tail of lane (under the lock).  The add is
+ * counted, and its time recorded, before the put lets a get take the
+ * entry: the get reads that time (stress/metrics_race_stress).
+ */
 static HOT_INLINE int make_queued(struct sharded_queue *s, struct shard *sh, struct entry *e,
 				  struct lane *lane)
 {
 	atomic_store_explicit(&e->qprio, lane->prio, memory_order_relaxed);
-	if (lane_put(lane, e) != 0) /* it put the word back */
+	count_add(s, sh, e, false);
+	if (lane_put(lane, e) != 0) { /* it put the word back */
+		if (s->metrics != NULL)
+			kwq__metrics_on_add_undo(metrics_of(s, sh));
 		return -ENOMEM;
+	}
 	e->aged = 0;
 	sh->cached--;
 	sh->live++;
-	count_add(s, sh, e);
 	return 0;
 }
 
@@ -992,7 +1005,7 @@ static int make_dirty(struct sharded_queue *s, struct shard *sh, struct entry *e
 		return -ENOMEM;
 	state_set(e, ST_HELD_DIRTY);
 	e->dprio = lane->prio;
-	count_add(s, sh, e);
+	count_add(s, sh, e, true);
 	return 0;
 }
 
