@@ -4,8 +4,8 @@
  * The hash is a 64-bit multiply-fold (the shape of wyhash): one 64x64->128
  * multiply per 16-byte block, each half folded into the other, and two
  * more to finish.  It is seeded per queue so that keys an attacker chooses
- * cannot be aimed at one hash chain or one shard.  Shards take the top
- * bits of the hash and ck_hs the low ones: both halves are mixed.
+ * cannot be aimed at one hash chain or one shard.  Shards take bits 48 and
+ * up of the hash and ck_hs the low ones: both halves are mixed.
  */
 #include "key.h"
 

@@ -495,7 +495,7 @@ void *kwq__ring_take_from(struct kwq_ring *r, uint64_t *pos, uint64_t w)
 									    SLOT_POISON,
 									    memory_order_acq_rel,
 									    memory_order_acquire))
-					goto next;
+					goto again;
 			}
 			/* Read before RING.F2: after it the segment may be recycled. */
 			*pos = s->base + i;
@@ -525,7 +525,7 @@ void *kwq__ring_take_from(struct kwq_ring *r, uint64_t *pos, uint64_t w)
 		bool retire = swing(&r->tail, s, next, TAIL); /* never pass tail */
 		retire |= swing(&r->head, s, next, HEAD);
 		release_overflow(r, s, retire);
-next:
+again:
 		if (!kwq__ring_pending(r))
 			return NULL;
 		KWQ_YIELD();

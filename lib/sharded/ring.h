@@ -21,11 +21,11 @@
  *   -----------------------  -----------  ------------  ------------------------
  *   kwq__ring_init           excl         allocates     -
  *   kwq__ring_destroy        excl         -             -
- *   kwq__ring_put            any          lock-free     release (and seq_cst)
+ *   kwq__ring_put(_at)       any          lock-free     release (and seq_cst)
  *   kwq__ring_reserve        any          short lock    seq_cst (RING.V1/RING.V2)
  *   kwq__ring_unreserve      any          wait-free     -
- *   kwq__ring_put_reserved   any          lock-free     as put; never fails
- *   kwq__ring_take           any          lock-free     acquire
+ *   kwq__ring_put_reserved_at any         lock-free     as put; never fails
+ *   kwq__ring_take(_at)      any          lock-free     acquire
  *   kwq__ring_pending        any          wait-free     seq_cst loads
  *   kwq__ring_len            any          short lock    snapshot
  *
@@ -83,7 +83,8 @@ void *kwq__ring_take(struct kwq_ring *r);
  * Positions, for consumers that must tell a current copy of an item from
  * a stale one (an item re-put elsewhere while a copy still waits here).
  * Every put claims a distinct ring index, counted from 0 (below 2^48).
- * put_at stores tag | (index << KWQ_RING_POS_SHIFT) into *pos (relaxed)
+ * put_at stores tag | (index << KWQ_RING_POS_SHIFT) into *pos (relaxed;
+ * pos is not NULL)
  * after claiming the slot and before publishing it (RING.P1), so a caller can
  * keep a few bits of its own beside the position in one word; take_at
  * returns the index of the slot taken.
@@ -124,8 +125,9 @@ size_t kwq__ring_len(struct kwq_ring *r);
 
 /* ------------------------------------------------------------------------ */
 /* Inline fast paths.  A put or take whose claim lands inside its segment
- * and finds the slot as expected costs one FAA and one CAS (put) or one
- * FAA, a load and a store (take), with no call; everything else (a late
+ * and finds the slot as expected costs one FAA and one CAS (put) or the
+ * two loads of kwq__ring_pending, one FAA, a load and a store (take), with
+ * no call; everything else (a late
  * producer, a poisoned slot, the segment's end) goes on, from the claim
  * already made, in ring.c.  The layout below is ring.c's (its essay). */
 

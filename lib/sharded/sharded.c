@@ -7,8 +7,8 @@
  *
  * Three parts, each with one job:
  *
- *   shards   per-key state.  A key hashes (top bits of its 64-bit hash) to
- *            one of N shards (N a power of two), each one cache-line-
+ *   shards   per-key state.  A key hashes (bits 48 and up of its 64-bit
+ *            hash) to one of N shards (N a power of two), each one cache-line-
  *            aligned struct with a lock and a ConcurrencyKit ck_hs set of
  *            entries.  An entry is the interned key plus one state word,
  *            so one lookup decides an add (dirty and processing of
@@ -192,9 +192,11 @@
  * slots and every probed slot costs a compare callback that dereferences
  * an entry; that, not the locking, is most of ck_hs's cost here.
  *
- * Metrics (named queues only): one kwq__metrics_block per shard, updated
- * with relaxed RMWs by the add and done under the shard lock and by the get
- * of an entry of that shard without it; a read sums the blocks and walks
+ * Metrics (named queues only): one kwq__metrics_block per shard; the add
+ * (counted, and its time recorded, before the put that publishes the
+ * entry) and the done update their half with plain stores under the shard
+ * lock, the get of an entry of that shard its half with relaxed RMWs
+ * without it (metrics.h); a read sums the blocks and walks
  * the held entries under each shard's lock.  An unnamed queue's entries
  * carry no timestamps (entry_times is a prefix allocated only for named
  * queues) and its hot paths test one pointer.
@@ -223,13 +225,23 @@
  *     lifted W2 (4,4) K=100000 by about 40%.
  *   - Where the W1 cycle goes: 6 locked RMWs (add: lock xchg, tail FAA,
  *     slot CAS; get: head FAA, state CAS; done: lock xchg), each 5-8 ns
- *     uncontended on the VMs measured, and about 560 instructions
- *     (callgrind): the key hash, ck_hs probes (each a compare callback
- *     that dereferences an entry, Debian's libck having no pointer
- *     packing), the two ring operations, the calls' bookkeeping.  A get
- *     that claims the entry and the slot in one RMW, a done of a clean
- *     HELD entry by one CAS without the lock, and fewer ck_hs probes are
- *     what would cut both.
+ *     uncontended on the VMs measured, and about 350 instructions
+ *     (callgrind): the key hash, the two ring operations, the calls'
+ *     bookkeeping.  What cut it from about 580: the ring's common put and
+ *     take inline, with their slow halves out of line; short common paths
+ *     for add and done, with everything rare (the lock's spin, a new key,
+ *     a closed shard, a sweep, the named queue's counters) out of line, so
+ *     that the hot functions save no registers; and a two-way lookaside
+ *     in front of ck_hs, which a direct-mapped one left to pay a ck_hs
+ *     probe (about 200 instructions) on 39% of W1's adds.  A get that
+ *     claims the entry and the slot in one RMW, and a done of a clean
+ *     HELD entry by one CAS without the lock, are what would cut the
+ *     locked RMWs.
+ *   - A named queue reads its clock on every add, get and done: the
+ *     metrics clock is the scaled TSC where the kernel trusts it (one
+ *     RDTSC against a vDSO clock_gettime at about three times its cost),
+ *     and the add's and done's counters are plain stores under the shard
+ *     lock; only the get's counters are RMWs.
  */
 #include <assert.h>
 #include <errno.h>
@@ -408,7 +420,7 @@ static struct entry *entry_of(void *it)
 
 static struct shard *shard_of(struct sharded_queue *s, uint64_t hash)
 {
-	/* Top bits (at most 65536 shards): ck_hs uses the low bits, the
+	/* Bits 48 and up (at most 65536 shards): ck_hs uses the low bits, the
 	 * lookaside bits 20-22. */
 	return &s->shards[(uint32_t)(hash >> 48) & s->shard_mask];
 }
@@ -706,19 +718,6 @@ static HOT_INLINE int lane_put(struct lane *l, struct entry *e)
 	return 0;
 }
 
-/*
- * A copy taken from a lane is current when the entry's state word is
- * QUEUED at the copy's position.  A stale copy (its entry was raised to a
- * higher lane, or got through the other copy) is dropped.
- *
- * Fast path, no lock: the CAS from QUEUED-at-this-position to HELD wins
- * (SHD.H2; SHD.P3: the put stored that word before publishing the slot, which the
- * take acquired).  Otherwise decide under the shard lock, where every put
- * happens, so the word is settled (never MOVING there): the same CAS
- * either takes the current copy or shows it stale, and a stale one is
- * dropped (stale-- for the raise that left it, or for the copy that lost
- * the CAS to another copy).
- */
 /* The fast CAS failed: decide under the lock.  e (HELD now), or NULL when
  * the copy was stale and is dropped. */
 static struct entry *take_settle(struct sharded_queue *s, struct entry *e, uint64_t queued,
@@ -741,6 +740,19 @@ static struct entry *take_settle(struct sharded_queue *s, struct entry *e, uint6
 	return NULL;
 }
 
+/*
+ * A copy taken from a lane is current when the entry's state word is
+ * QUEUED at the copy's position.  A stale copy (its entry was raised to a
+ * higher lane, or got through the other copy) is dropped.
+ *
+ * Fast path, no lock: the CAS from QUEUED-at-this-position to HELD wins
+ * (SHD.H2; SHD.P3: the put stored that word before publishing the slot, which the
+ * take acquired).  Otherwise decide under the shard lock, where every put
+ * happens, so the word is settled (never MOVING there): the same CAS
+ * either takes the current copy or shows it stale, and a stale one is
+ * dropped (stale-- for the raise that left it, or for the copy that lost
+ * the CAS to another copy).
+ */
 static HOT_INLINE struct entry *take_lane(struct sharded_queue *s, struct lane *l)
 {
 	for (;;) {
