@@ -352,8 +352,8 @@ struct shard {
 	uint32_t cached;      /* I3 (under lock) */
 	uint32_t sweep_at;    /* sweep when cached reaches this (under lock) */
 	ck_hs_t set;          /* under lock */
-	struct entry *hot[HOT_SETS][2]; /* lookaside in front of set, way 0 the
-					   more recent (under lock) */
+	uintptr_t hot[HOT_SETS][2]; /* lookaside in front of set: tagged entry
+				       pointers, way 0 the more recent (under lock) */
 #ifdef KWQ_SHARD_LOCK_PTHREAD
 	alignas(8) unsigned char mutex_space[sizeof(pthread_mutex_t)];
 #endif
@@ -439,21 +439,38 @@ static void entry_free(struct sharded_queue *s, struct entry *e)
 /*
  * Find k's entry in its shard (under the shard lock).  A small two-way
  * lookaside of recently found entries sits in front of the ck_hs set: a
- * hit costs a compare or two (the hash first) instead of a ck_hs probe
- * (about 200 instructions with Debian's libck, whose slots hold no hash
- * bits, so that every probed slot costs a compare callback), and hot keys
- * (W3, W2 at K=64, a coalescing add) and small per-shard working sets
- * (W1: 4 keys a shard) mostly hit.  Two ways, not one: keys taken in turn
- * that share a direct-mapped slot would evict each other on every lookup.
- * Entries leave it when freed.
+ * hit costs a compare (the hash first) instead of a ck_hs probe (about
+ * 200 instructions with Debian's libck, whose slots hold no hash bits, so
+ * that every probed slot costs a compare callback), and hot keys (W3, W2
+ * at K=64, a coalescing add) and small per-shard working sets (W1: 4 keys
+ * a shard) mostly hit.  Two ways, not one: keys taken in turn that share
+ * a direct-mapped slot would evict each other on every lookup.  Each way
+ * holds the entry's pointer with 16 bits of its hash above bit 48
+ * (hot_pack), so a miss, the rule with many keys a shard (W2 at
+ * K=100000), reads no entry: the untagged version's two cold entry
+ * loads were a quarter of that add's time.  An entry whose address does
+ * not fit 48 bits is never cached.  Entries leave it when freed.
  */
-static inline struct entry **hot_set(struct shard *sh, uint64_t hash)
+#define HOT_TAG(hash) ((uintptr_t)(((hash) >> 32) & 0xffff) | 1u)
+
+static inline uintptr_t *hot_set(struct shard *sh, uint64_t hash)
 {
 	return sh->hot[(hash >> 20) & (HOT_SETS - 1)];
 }
 
+static inline struct entry *hot_entry(uintptr_t v)
+{
+	return (struct entry *)(v & ((UINT64_C(1) << 48) - 1));
+}
+
+/* The way's value for e, or 0 (not cached) when e is above 2^48. */
+static inline uintptr_t hot_pack(struct entry *e, uint64_t hash)
+{
+	return (uintptr_t)e >> 48 ? 0 : (uintptr_t)e | HOT_TAG(hash) << 48;
+}
+
 static struct entry *shard_find_slow(struct shard *sh, const struct kwq_key *k,
-				     struct entry **way)
+				     uintptr_t *way)
 {
 	struct kwq__probe probe;
 	kwq__item_probe(&probe, k);
@@ -462,22 +479,23 @@ static struct entry *shard_find_slow(struct shard *sh, const struct kwq_key *k,
 		return NULL;
 	struct entry *e = entry_of(it);
 	way[1] = way[0];
-	way[0] = e;
+	way[0] = hot_pack(e, k->hash);
 	return e;
 }
 
 static HOT_INLINE struct entry *shard_find(struct shard *sh, const struct kwq_key *k)
 {
-	struct entry **way = hot_set(sh, k->hash);
-	struct entry *e = way[0];
+	uintptr_t *way = hot_set(sh, k->hash);
+	const uintptr_t tag = HOT_TAG(k->hash);
+	uintptr_t v = way[0];
 
-	if (e != NULL && kwq__item_is(item_of(e), k))
-		return e;
-	e = way[1];
-	if (e != NULL && kwq__item_is(item_of(e), k)) {
+	if (v >> 48 == tag && kwq__item_is(item_of(hot_entry(v)), k))
+		return hot_entry(v);
+	v = way[1];
+	if (v >> 48 == tag && kwq__item_is(item_of(hot_entry(v)), k)) {
 		way[1] = way[0];
-		way[0] = e;
-		return e;
+		way[0] = v;
+		return hot_entry(v);
 	}
 	return shard_find_slow(sh, k, way);
 }
@@ -485,12 +503,12 @@ static HOT_INLINE struct entry *shard_find(struct shard *sh, const struct kwq_ke
 /* e leaves its shard's set: drop it from the lookaside too. */
 static void shard_forget(struct shard *sh, struct entry *e)
 {
-	struct entry **way = hot_set(sh, item_of(e)->hash);
-	if (way[0] == e) {
+	uintptr_t *way = hot_set(sh, item_of(e)->hash);
+	if (way[0] != 0 && hot_entry(way[0]) == e) {
 		way[0] = way[1];
-		way[1] = NULL;
-	} else if (way[1] == e) {
-		way[1] = NULL;
+		way[1] = 0;
+	} else if (way[1] != 0 && hot_entry(way[1]) == e) {
+		way[1] = 0;
 	}
 }
 
