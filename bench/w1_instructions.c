@@ -1,7 +1,9 @@
 /*
  * w1_instructions - the W1 cycle (add(key[i & 1023]), get, done on one
- * thread) for callgrind: instructions per cycle, which repeat exactly on a
- * shared machine where times do not.
+ * thread) for callgrind: instructions per cycle, which repeat on a shared
+ * machine where times do not (within about 2%: the hash seed is random per
+ * queue, and with it which keys share a set of the sharded design's
+ * lookaside and pay a ck_hs probe).
  *
  *   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null \
  *       w1_instructions mutex|sharded [--named] [--cycles N]
