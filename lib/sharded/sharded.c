@@ -40,7 +40,8 @@
  *   amortized; the cache holds at most about twice the working set of
  *   recurring keys, and stays at a fixed size under unique keys.
  *
- * Priorities and stale copies.  An entry is queued with qprio; a held+
+ * Priorities and stale copies.  An entry is queued with qprio (its item's
+ * priority field, which a get then hands out as it is); a held+
  * dirty one remembers dprio, the highest priority asked since its get, and
  * done queues it with that.  A queued entry re-added with a higher priority
  * moves to the tail of that lane (controller-runtime): the add puts a new
@@ -170,9 +171,12 @@
  *   - the put's store of the state word (SHD.P3) is relaxed: the only get
  *     whose CAS can match it holds that copy's slot, acquired (RING.A1) from
  *     the publication that follows the store;
- *   - qprio is written under the lock and read by get after its winning
- *     CAS, so it is the value its put published (RING.P1) or a raise's, either
- *     of which is a priority the item was queued with;
+ *   - qprio (the item's priority field, plain) is written under the lock
+ *     only while no get can hold the entry (ABSENT, QUEUED and MOVING in a
+ *     raise, and by the holder's own done), and before the put that
+ *     publishes the copy a get then takes (RING.P1): the holder reads the
+ *     value its put published, or a raise's, either of which is a
+ *     priority the item was queued with;
  *   - s->stale only feeds kwq_len's snapshot.
  *
  * Shard lock: a test-and-test-and-set spinlock on a C11 atomic with
@@ -295,9 +299,8 @@ enum {
 struct entry {
 	_Atomic uint64_t state; /* ST_* in the low bits; above them the lane
 				   tag and ring index of its current copy */
-	_Atomic int32_t qprio; /* priority it is queued with (written under lock) */
-	int32_t dprio;         /* HELD|DIRTY: priority to re-queue with (under lock) */
 	struct kwq__wait *wait; /* pending delayed add, or NULL (under lock; I6) */
+	int32_t dprio;         /* HELD|DIRTY: priority to re-queue with (under lock) */
 	unsigned stale : 31;   /* stale copies of it in the lanes (under lock) */
 	unsigned aged : 1;     /* ABSENT through a whole sweep interval (under lock) */
 };
@@ -317,8 +320,9 @@ static inline void state_set(struct entry *e, uint32_t st)
 	atomic_store_explicit(&e->state, (w & ~ST_MASK) | st, memory_order_relaxed);
 }
 
-/* With the 16-byte item head, a short key fits a 64-byte malloc chunk. */
-static_assert(sizeof(struct entry) == 32, "entry header: 32 bytes");
+/* With the 16-byte item head, a key of up to 16 bytes fits a 64-byte
+ * malloc chunk (the queue priority lives in the item: qprio_of). */
+static_assert(sizeof(struct entry) == 24, "entry header: 24 bytes");
 
 #define ITEM_OFFSET KWQ__ITEM_OFFSET(struct entry)
 #define ENTRY_SIZE (ITEM_OFFSET + sizeof(struct kwq_item))
@@ -326,6 +330,13 @@ static_assert(sizeof(struct entry) == 32, "entry header: 32 bytes");
 static inline struct kwq_item *item_of(struct entry *e)
 {
 	return (struct kwq_item *)(void *)((char *)e + ITEM_OFFSET);
+}
+
+/* qprio, the priority an entry is queued with: its item's priority field,
+ * which a get hands out as it is (under the lock, while no get holds it). */
+static inline int32_t *qprio_of(struct entry *e)
+{
+	return &item_of(e)->priority;
 }
 
 /*
@@ -985,7 +996,7 @@ static struct entry *entry_create(struct sharded_queue *s, struct shard *sh,
 	if (e == NULL)
 		return NULL;
 	atomic_init(&e->state, ST_ABSENT);
-	atomic_init(&e->qprio, 0);
+	*qprio_of(e) = 0;
 	if (!ck_hs_put(&sh->set, (unsigned long)k->hash, item_of(e))) {
 		entry_free(s, e);
 		return NULL;
@@ -1011,7 +1022,7 @@ static void entry_unmake(struct sharded_queue *s, struct shard *sh, struct entry
 static HOT_INLINE int make_queued(struct sharded_queue *s, struct shard *sh, struct entry *e,
 				  struct lane *lane)
 {
-	atomic_store_explicit(&e->qprio, lane->prio, memory_order_relaxed);
+	*qprio_of(e) = lane->prio;
 	count_add(s, sh, e, false);
 	if (lane_put(lane, e) != 0) { /* it put the word back */
 		if (s->metrics != NULL)
@@ -1062,7 +1073,7 @@ static int raise_dirty(struct sharded_queue *s, struct entry *e, struct lane *la
 static int add_queued(struct sharded_queue *s, struct entry *e, uint64_t w,
 		      struct lane *lane, bool *put)
 {
-	int32_t was = atomic_load_explicit(&e->qprio, memory_order_relaxed);
+	int32_t was = *qprio_of(e);
 	/*
 	 * A raise parks the entry in MOVING while it puts the new copy, so
 	 * that no get can win the old copy in between (a get that read the
@@ -1084,9 +1095,9 @@ static int add_queued(struct sharded_queue *s, struct entry *e, uint64_t w,
 	/* A raise: a new current copy at the tail of the higher lane (its put
 	 * stores QUEUED with the new position); the old copy is left stale
 	 * (dropped when taken). */
-	atomic_store_explicit(&e->qprio, lane->prio, memory_order_relaxed);
+	*qprio_of(e) = lane->prio;
 	if (lane_put(lane, e) != 0) {
-		atomic_store_explicit(&e->qprio, was, memory_order_relaxed);
+		*qprio_of(e) = was;
 		/* SHD.M1: pairs with SHD.H2: QUEUED again at the old copy. */
 		atomic_store_explicit(&e->state, queued, memory_order_release);
 		return -ENOMEM;
@@ -1293,8 +1304,8 @@ static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 			return rc;
 		e = out;
 	}
-	/* e is HELD (take's SHD.H2); qprio was written before the put (RING.P1). */
-	item_of(e)->priority = atomic_load_explicit(&e->qprio, memory_order_relaxed);
+	/* e is HELD (take's SHD.H2); its item's priority is its qprio, written
+	 * before the put (RING.P1). */
 	if (s->metrics != NULL) {
 		struct entry_times *t = times_of(e);
 		int64_t now = kwq__metrics_now(q->clock);
@@ -1339,7 +1350,7 @@ static __attribute__((noinline)) int done_slow(struct sharded_queue *s, struct s
 			count_done(s, sh, e);
 		/* Its lane exists and its put was reserved by make_dirty (I7). */
 		struct lane *lane = lane_find(s, e->dprio);
-		atomic_store_explicit(&e->qprio, e->dprio, memory_order_relaxed);
+		*qprio_of(e) = e->dprio;
 		kwq__ring_put_reserved_at(&lane->ring, e, &e->state, lane->tag);
 		put = true;
 	} else {
