@@ -48,6 +48,14 @@ static void *worker(void *arg)
 			kwq_done(q, it);
 			atomic_fetch_add(&got, 1);
 		} else if (!atomic_load(&producing)) {
+			/* Every add returned before producing went false, so
+			 * what the queue still holds is visible now: take it
+			 * (the failed get above may have come before the last
+			 * batch). */
+			while (kwq_try_get(q, &it) == 0) {
+				kwq_done(q, it);
+				atomic_fetch_add(&got, 1);
+			}
 			return NULL;
 		}
 	}
