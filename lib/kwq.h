@@ -87,7 +87,8 @@
  * Implementations
  * ---------------
  * KWQ_IMPL_MUTEX is the reference design, a literal port of client-go (one
- * mutex, one condition variable, a FIFO, dirty and processing sets).
+ * mutex, a notify list as Go's sync.Cond, a FIFO, dirty and processing
+ * sets).
  * KWQ_IMPL_SHARDED (the default) is the scalable design.
  */
 #ifndef KWQ_H

@@ -24,6 +24,7 @@
 
 #include "ops.h" /* before clock.h: it uses kwq_clock_t */
 #include "clock.h"
+#include "futex.h"
 #include "inject.h"
 
 enum { W_PARKED = 0, W_WOKEN = 1, W_CLOSED = 2 };
@@ -32,26 +33,6 @@ struct kwq_park_waiter {
 	_Atomic uint32_t state;          /* the futex word */
 	struct kwq_park_waiter *prev, *next;
 };
-
-static void futex_wait(_Atomic uint32_t *word, uint32_t val, int64_t deadline)
-{
-	struct timespec ts, *tp = NULL;
-
-	if (deadline != KWQ_DEADLINE_NONE) {
-		ts.tv_sec = (time_t)(deadline / 1000000000);
-		ts.tv_nsec = (long)(deadline % 1000000000);
-		tp = &ts;
-	}
-	/* Absolute CLOCK_MONOTONIC timeout: FUTEX_WAIT_BITSET. */
-	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG,
-		val, tp, NULL, FUTEX_BITSET_MATCH_ANY);
-}
-
-static void futex_wake(_Atomic uint32_t *word)
-{
-	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1,
-		NULL, NULL, 0);
-}
 
 void kwq__park_init(struct kwq_park *p, unsigned ncpu)
 {
@@ -117,7 +98,7 @@ void kwq__park_wake(struct kwq_park *p)
 			/* PARK.W1: pairs with PARK.W2; hands the token to w. */
 			atomic_store_explicit(&w->state, W_WOKEN, memory_order_release);
 			pthread_mutex_unlock(&p->lock);
-			futex_wake(&w->state);
+			kwq__futex_wake(&w->state, 1);
 			atomic_fetch_add_explicit(&p->wakes, 1, memory_order_relaxed);
 			return;
 		}
@@ -144,7 +125,7 @@ void kwq__park_close(struct kwq_park *p)
 		idle_unlink(p, w);
 		/* PARK.W1 */
 		atomic_store_explicit(&w->state, W_CLOSED, memory_order_release);
-		futex_wake(&w->state);
+		kwq__futex_wake(&w->state, 1);
 	}
 	pthread_mutex_unlock(&p->lock);
 }
@@ -188,7 +169,7 @@ static uint32_t sleep_on(struct kwq_park *p, struct kwq_park_waiter *w, int64_t 
 			return s;
 		if (deadline != KWQ_DEADLINE_NONE && kwq__mono_now() >= deadline)
 			return cancel(p, w);
-		futex_wait(&w->state, W_PARKED, deadline);
+		kwq__futex_wait(&w->state, W_PARKED, deadline);
 	}
 }
 

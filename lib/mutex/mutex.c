@@ -3,8 +3,8 @@
  * util/workqueue Type (queue.go), with controller-runtime's priorities, and
  * the oracle for differential tests.
  *
- * One mutex guards everything; one condition variable wakes getters, a
- * second wakes drainers.  The shape is client-go's:
+ * One mutex guards everything; a notify list wakes getters, a condition
+ * variable wakes drainers.  The shape is client-go's:
  *
  *   queue       items waiting to be handed out: one FIFO per priority level
  *               in use (levels[], highest first), each an intrusive list
@@ -46,6 +46,20 @@
  * never reads a time before its add's.  The held items' gauges are summed
  * over processing when read.
  *
+ * Getters wait in a notify list, as Go's sync.Cond (which client-go's
+ * queue waits on) does: each waiting getter is a node on its own stack
+ * with a futex word of its own, appended under the mutex; a signal pops the
+ * oldest and sets its word, so the signaller knows whom it woke.  glibc's
+ * condition variable, used here first, can lose a signal under contention
+ * (glibc bug 25847, unfixed in Debian 12's glibc 2.36): stress/burst_probe
+ * saw a getter asleep for 30 ms with six items queued and every other
+ * worker asleep.  The signaller changes the word and wakes it while
+ * holding the mutex, which the woken getter must take before it returns,
+ * so the node is alive for the wake.
+ *   MTX.W1 (store woken, release, under the mutex) pairs with MTX.W2 (the
+ *   getter's load of woken, acquire, without it): the getter knows it was
+ *   popped; what it reads of the queue it reads after taking the mutex.
+ *
  * The sets are ConcurrencyKit ck_hs in object mode holding struct kwq_item
  * pointers with precomputed hashes.  They are touched only under the mutex,
  * so single-writer (SPMC) mode suffices and ThreadSanitizer sees every edge
@@ -62,6 +76,7 @@
 
 #include "../core/key.h"
 #include "../core/clock.h"
+#include "../core/futex.h"
 #include "../core/ops.h"
 #include "../metrics/metrics.h"
 
@@ -99,11 +114,18 @@ struct level {
 	struct entry *head, *tail;
 };
 
+/* A getter waiting for an item or shutdown (on its stack, in the list
+ * under the mutex). */
+struct waiter {
+	_Atomic uint32_t woken;       /* the futex word: 0, or 1 once popped */
+	struct waiter *prev, *next;
+};
+
 struct mutex_queue {
 	struct kwq base;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;      /* getters: an item was queued, or shutdown */
+	struct waiter *wait_head, *wait_tail; /* getters waiting, oldest first */
 	pthread_cond_t drained;   /* drainers: empty, or kwq_shutdown */
 
 	struct level *levels;     /* non-empty levels, highest prio first */
@@ -124,6 +146,52 @@ struct mutex_queue {
 static struct mutex_queue *mq(struct kwq *q)
 {
 	return kwq__container_of(q, struct mutex_queue, base);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The notify list (under the mutex)                                        */
+
+static void waiter_push(struct mutex_queue *m, struct waiter *w)
+{
+	atomic_init(&w->woken, 0);
+	w->next = NULL;
+	w->prev = m->wait_tail;
+	if (m->wait_tail != NULL)
+		m->wait_tail->next = w;
+	else
+		m->wait_head = w;
+	m->wait_tail = w;
+}
+
+static void waiter_unlink(struct mutex_queue *m, struct waiter *w)
+{
+	if (w->prev != NULL)
+		w->prev->next = w->next;
+	else
+		m->wait_head = w->next;
+	if (w->next != NULL)
+		w->next->prev = w->prev;
+	else
+		m->wait_tail = w->prev;
+}
+
+/* Wake the oldest waiting getter, if any (cond.Signal). */
+static void wake_one(struct mutex_queue *m)
+{
+	struct waiter *w = m->wait_head;
+	if (w == NULL)
+		return;
+	waiter_unlink(m, w);
+	/* MTX.W1: pairs with MTX.W2. */
+	atomic_store_explicit(&w->woken, 1, memory_order_release);
+	kwq__futex_wake(&w->woken, 1);
+}
+
+/* Wake every waiting getter (cond.Broadcast). */
+static void wake_all(struct mutex_queue *m)
+{
+	while (m->wait_head != NULL)
+		wake_one(m);
 }
 
 /* The level for prio, created (empty) if needed; NULL on ENOMEM. */
@@ -252,7 +320,7 @@ static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config 
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&m->cond, &ca);
+	m->wait_head = m->wait_tail = NULL;
 	pthread_cond_init(&m->drained, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&m->lock, NULL);
@@ -296,7 +364,6 @@ static void mutex_destroy(struct kwq *q)
 	ck_hs_destroy(&m->dirty);
 	free(m->levels);
 	pthread_cond_destroy(&m->drained);
-	pthread_cond_destroy(&m->cond);
 	pthread_mutex_destroy(&m->lock);
 	kwq__metrics_blocks_free(m->metrics);
 	free(m);
@@ -368,7 +435,7 @@ static int make_queued(struct mutex_queue *m, struct entry *e, int prio)
 		return -ENOMEM;
 	}
 	count_add(m, e);
-	pthread_cond_signal(&m->cond);
+	wake_one(m);
 	return 0;
 }
 
@@ -514,20 +581,36 @@ out:
 	return rc;
 }
 
-static void deadline_timespec(int64_t deadline, struct timespec *ts)
+/*
+ * Wait on the notify list until popped or past deadline (the mutex held on
+ * entry and on return).  Returns false on a timeout with nobody having
+ * popped it.
+ */
+static bool wait_for_item(struct mutex_queue *m, int64_t deadline)
 {
-	ts->tv_sec = (time_t)(deadline / 1000000000);
-	ts->tv_nsec = (long)(deadline % 1000000000);
+	struct waiter w;
+	bool popped;
+
+	waiter_push(m, &w);
+	pthread_mutex_unlock(&m->lock);
+	/* MTX.W2: pairs with MTX.W1. */
+	while (!(popped = atomic_load_explicit(&w.woken, memory_order_acquire))) {
+		if (deadline != KWQ_DEADLINE_NONE && kwq__mono_now() >= deadline)
+			break;
+		kwq__futex_wait(&w.woken, 0, deadline);
+	}
+	pthread_mutex_lock(&m->lock);
+	/* A waker may have popped it since the load: under the mutex now. */
+	popped = atomic_load_explicit(&w.woken, memory_order_relaxed);
+	if (!popped)
+		waiter_unlink(m, &w);
+	return popped;
 }
 
 static int mutex_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 {
 	struct mutex_queue *m = mq(q);
-	struct timespec ts;
 	int rc = 0;
-
-	if (deadline != KWQ_DEADLINE_NONE && deadline != KWQ_DEADLINE_POLL)
-		deadline_timespec(deadline, &ts);
 
 	pthread_mutex_lock(&m->lock);
 	while (m->count == 0 && !m->shutting_down) {
@@ -535,10 +618,7 @@ static int mutex_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 			rc = -ETIMEDOUT;
 			goto out;
 		}
-		if (deadline == KWQ_DEADLINE_NONE) {
-			pthread_cond_wait(&m->cond, &m->lock);
-		} else if (pthread_cond_timedwait(&m->cond, &m->lock, &ts) == ETIMEDOUT &&
-			   m->count == 0 && !m->shutting_down) {
+		if (!wait_for_item(m, deadline) && m->count == 0 && !m->shutting_down) {
 			rc = -ETIMEDOUT;
 			goto out;
 		}
@@ -591,7 +671,7 @@ static int mutex_done(struct kwq *q, struct kwq_item *it)
 		kwq__metrics_on_done(m->metrics, kwq__metrics_now(q->clock) - e->get_ns);
 	ck_hs_remove(&m->processing, (unsigned long)it->hash, it);
 	if (dirty)
-		pthread_cond_signal(&m->cond);
+		wake_one(m);
 	else if (e->wait == NULL)
 		free(e); /* in no set now (I4); a waiting one stays in waiting */
 	if (m->shutting_down && is_empty(m))
@@ -629,7 +709,7 @@ static void mutex_shutdown(struct kwq *q, bool drain)
 
 	pthread_mutex_lock(&m->lock);
 	m->shutting_down = true;
-	pthread_cond_broadcast(&m->cond);
+	wake_all(m);
 	if (!drain) {
 		m->shutdown_calls++;
 		pthread_cond_broadcast(&m->drained);

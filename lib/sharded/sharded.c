@@ -264,6 +264,7 @@
 #include "../core/inject.h"
 #include "../core/key.h"
 #include "../core/clock.h"
+#include "../core/futex.h"
 #include "../core/ops.h"
 #include "../core/park.h"
 #include "../metrics/metrics.h"
@@ -615,22 +616,10 @@ static inline void shard_unlock(struct shard *sh)
 
 /* ------------------------------------------------------------------------ */
 
-static void futex_wake_all(_Atomic uint32_t *word)
-{
-	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX,
-		NULL, NULL, 0);
-}
-
-static void futex_wait(_Atomic uint32_t *word, uint32_t val)
-{
-	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT | FUTEX_PRIVATE_FLAG, val,
-		NULL, NULL, 0);
-}
-
 static void drain_wake(struct sharded_queue *s)
 {
 	atomic_fetch_add_explicit(&s->drain_seq, 1, memory_order_seq_cst);
-	futex_wake_all(&s->drain_seq);
+	kwq__futex_wake(&s->drain_seq, INT_MAX);
 }
 
 static unsigned online_cpus(void)
@@ -1441,7 +1430,7 @@ static void sharded_shutdown(struct kwq *q, bool drain)
 		if (atomic_load_explicit(&s->remaining, memory_order_acquire) == 0 ||
 		    atomic_load_explicit(&s->shutdown_calls, memory_order_relaxed) != calls)
 			return;
-		futex_wait(&s->drain_seq, seq);
+		kwq__futex_wait(&s->drain_seq, seq, KWQ_DEADLINE_NONE);
 	}
 }
 
