@@ -252,8 +252,16 @@ int kwq__park_get(struct kwq_park *p, const struct kwq_park_source *src,
 		if (token) {
 			if (spin(p, src, deadline))
 				continue;
-			/* PARK.E3, then PARK.E2: a producer that saw us spin did not wake. */
-			atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
+			/*
+			 * PARK.E3, then PARK.E2: a producer that saw us spin did
+			 * not wake, nor did a token holder that saw us spin as
+			 * it took an item (hand_off): give the token back as
+			 * give_up does, waking a parked thread when work is
+			 * pending.  (Dropping it and then taking an item without
+			 * it left that chain to nobody: stress/burst_probe saw
+			 * a worker parked 30 ms with items queued.)
+			 */
+			give_up(p, src);
 			token = false;
 			if (src->pending(src->ctx))
 				continue;

@@ -21,9 +21,10 @@
  *
  * Every thread that gives a token back (stops spinning, or was woken) looks
  * again afterwards: a woken thread that took an item and was the last
- * spinner wakes the next sleeper if work remains (the chain), a spinner
- * that gives up re-checks before it parks.  This bounds wakes by the work
- * found, not by the adds made.
+ * spinner wakes the next sleeper if work remains (the chain), and so does
+ * a spinner that gives up (a token holder that saw it spin left the chain
+ * to it), which then re-checks before it parks.  This bounds wakes by the
+ * work found, not by the adds made.
  *
  * StoreLoad edges (all seq_cst on both sides; see sharded.c for the table):
  *   producer: publish (seq_cst RMW)      ; load nidle, load nspinning  (PARK.N1)

@@ -189,7 +189,7 @@ get:
 		:: items > 0 || closed -> goto get   /* the spin saw work */
 		:: true -> skip                      /* budget spent */
 		fi;
-		nspinning--;                         /* E3, then E2 */
+		give_up();                           /* E3 (and the chain), then E2 */
 		token = 0;
 		if
 		:: items > 0 -> goto get
