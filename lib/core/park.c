@@ -16,11 +16,6 @@
 #include "park.h"
 
 #include <errno.h>
-#include <limits.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "ops.h" /* before clock.h: it uses kwq_clock_t */
 #include "clock.h"
