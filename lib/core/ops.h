@@ -134,4 +134,12 @@ struct kwq_ops {
 extern const struct kwq_ops kwq__mutex_ops;
 extern const struct kwq_ops kwq__sharded_ops;
 
+/*
+ * The park of a sharded queue, NULL for another design.  Internal, not
+ * exported: stress/burst_probe reads its token count to tell a wake in
+ * flight from a lost one.
+ */
+struct kwq_park;
+struct kwq_park *kwq__sharded_park(struct kwq *q);
+
 #endif

@@ -1462,6 +1462,11 @@ static bool sharded_shutting_down(struct kwq *q)
 	return atomic_load_explicit(&sq(q)->shutdown, memory_order_acquire);
 }
 
+struct kwq_park *kwq__sharded_park(struct kwq *q)
+{
+	return q->ops == &kwq__sharded_ops ? &sq(q)->park : NULL;
+}
+
 const struct kwq_ops kwq__sharded_ops = {
 	.create = sharded_new,
 	.destroy = sharded_destroy,
