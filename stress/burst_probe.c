@@ -68,7 +68,7 @@ struct probe {
 	_Atomic long got;
 	_Atomic int64_t work_ns;                   /* processing time per item */
 	_Atomic int tid[MAX_WORKERS];              /* the workers' thread ids */
-	struct kwq_park *park;                     /* sharded: its park, else NULL */
+	struct kwq__park *park;                     /* sharded: its park, else NULL */
 	long token_out;                            /* all asleep, a wake undelivered */
 };
 

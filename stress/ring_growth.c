@@ -32,14 +32,14 @@
 #define MAX_THREADS 32
 
 /* Items per producer and round; with injected yields a round is slower. */
-#if defined(KWQ_INJECT_YIELDS) && KWQ_INJECT_YIELDS
+#if defined(KWQ__INJECT_YIELDS) && KWQ__INJECT_YIELDS
 #define PER_PRODUCER 2000
 #else
 #define PER_PRODUCER 20000
 #endif
 
 struct round {
-	struct kwq_ring ring;
+	struct kwq__ring ring;
 	int producers;
 	uint64_t per_producer;
 	_Atomic uint64_t taken;

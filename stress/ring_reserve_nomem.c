@@ -61,7 +61,7 @@ void *aligned_alloc(size_t align, size_t size)
 #endif
 
 struct round {
-	struct kwq_ring ring;
+	struct kwq__ring ring;
 	int threads;
 	_Atomic uint8_t *seen;
 	_Atomic uint64_t accepted, taken, refused, reserved_puts;

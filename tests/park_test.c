@@ -26,7 +26,7 @@
 static int failures;
 
 struct src {
-	struct kwq_park park;
+	struct kwq__park park;
 	_Atomic long items;
 	_Atomic long taken;
 	_Atomic int done;
@@ -49,9 +49,9 @@ static bool pending(void *ctx)
 	return atomic_load_explicit(&s->items, memory_order_seq_cst) > 0;
 }
 
-static struct kwq_park_source source(struct src *s)
+static struct kwq__park_source source(struct src *s)
 {
-	return (struct kwq_park_source){ .take = take, .pending = pending, .ctx = s };
+	return (struct kwq__park_source){ .take = take, .pending = pending, .ctx = s };
 }
 
 static void publish(struct src *s, long n)
@@ -82,11 +82,11 @@ static void test_no_wake_when_idle(void)
 	struct src s;
 	memset(&s, 0, sizeof s);
 	kwq__park_init(&s.park, 2);
-	struct kwq_park_source src = source(&s);
+	struct kwq__park_source src = source(&s);
 	for (int i = 0; i < 100000; i++) {
 		publish(&s, 1);
 		void *out;
-		EXPECT(kwq__park_get(&s.park, &src, KWQ_DEADLINE_POLL, &out) == 0);
+		EXPECT(kwq__park_get(&s.park, &src, KWQ__DEADLINE_POLL, &out) == 0);
 	}
 	EXPECT(atomic_load(&s.park.wakes) == 0);
 	EXPECT(atomic_load(&s.park.nspinning) == 0);
@@ -98,9 +98,9 @@ static void test_poll_and_timeout(void)
 	struct src s;
 	memset(&s, 0, sizeof s);
 	kwq__park_init(&s.park, 2);
-	struct kwq_park_source src = source(&s);
+	struct kwq__park_source src = source(&s);
 	void *out;
-	EXPECT(kwq__park_get(&s.park, &src, KWQ_DEADLINE_POLL, &out) == -ETIMEDOUT);
+	EXPECT(kwq__park_get(&s.park, &src, KWQ__DEADLINE_POLL, &out) == -ETIMEDOUT);
 	int64_t t0 = kwq__mono_now();
 	EXPECT(kwq__park_get(&s.park, &src, t0 + 30000000, &out) == -ETIMEDOUT);
 	int64_t dt = kwq__mono_now() - t0;
@@ -108,18 +108,18 @@ static void test_poll_and_timeout(void)
 	EXPECT(atomic_load(&s.park.nidle) == 0);
 	EXPECT(atomic_load(&s.park.nspinning) == 0);
 	kwq__park_close(&s.park);
-	EXPECT(kwq__park_get(&s.park, &src, KWQ_DEADLINE_NONE, &out) == -ESHUTDOWN);
+	EXPECT(kwq__park_get(&s.park, &src, KWQ__DEADLINE_NONE, &out) == -ESHUTDOWN);
 	publish(&s, 1); /* closed: still handed out */
-	EXPECT(kwq__park_get(&s.park, &src, KWQ_DEADLINE_NONE, &out) == 0);
+	EXPECT(kwq__park_get(&s.park, &src, KWQ__DEADLINE_NONE, &out) == 0);
 	kwq__park_destroy(&s.park);
 }
 
 static void *consumer(void *arg)
 {
 	struct src *s = arg;
-	struct kwq_park_source src = source(s);
+	struct kwq__park_source src = source(s);
 	void *out;
-	while (kwq__park_get(&s->park, &src, KWQ_DEADLINE_NONE, &out) == 0)
+	while (kwq__park_get(&s->park, &src, KWQ__DEADLINE_NONE, &out) == 0)
 		atomic_fetch_add(&s->taken, 1);
 	return NULL;
 }

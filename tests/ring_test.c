@@ -33,7 +33,7 @@ static uint64_t dec(void *p)
 
 static void test_order(uint32_t seg)
 {
-	struct kwq_ring r;
+	struct kwq__ring r;
 	EXPECT(kwq__ring_init(&r, seg) == 0);
 	EXPECT(kwq__ring_take(&r) == NULL);
 	EXPECT(!kwq__ring_pending(&r));
@@ -71,7 +71,7 @@ static void test_order(uint32_t seg)
 
 static void test_growth_and_reclaim(void)
 {
-	struct kwq_ring r;
+	struct kwq__ring r;
 	EXPECT(kwq__ring_init(&r, 1) == 0); /* one slot per segment */
 	for (uint64_t i = 0; i < 20000; i++)
 		EXPECT(kwq__ring_put(&r, enc(i)) == 0);
@@ -89,7 +89,7 @@ static void test_growth_and_reclaim(void)
 	kwq__ring_destroy(&r);
 
 	EXPECT(kwq__ring_init(&r, 0) != 0);
-	EXPECT(kwq__ring_init(&r, KWQ_RING_SEG_MAX + 1) != 0);
+	EXPECT(kwq__ring_init(&r, KWQ__RING_SEG_MAX + 1) != 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -98,7 +98,7 @@ static void test_growth_and_reclaim(void)
 #define CONSUMERS 4
 
 struct mt {
-	struct kwq_ring ring;
+	struct kwq__ring ring;
 	uint64_t per_producer;
 	_Atomic uint64_t taken;
 	_Atomic uint32_t *seen;     /* per item: times taken */
@@ -200,7 +200,7 @@ static void test_mpmc(uint32_t seg, uint64_t per_producer)
 
 int main(int argc, char **argv)
 {
-#if defined(KWQ_INJECT_YIELDS) && KWQ_INJECT_YIELDS
+#if defined(KWQ__INJECT_YIELDS) && KWQ__INJECT_YIELDS
 	uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 5000; /* yields: slow */
 #else
 	uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 50000;
@@ -209,7 +209,7 @@ int main(int argc, char **argv)
 	test_order(1);
 	test_order(2);
 	test_order(3);
-	test_order(KWQ_RING_SEG_DEFAULT);
+	test_order(KWQ__RING_SEG_DEFAULT);
 	test_growth_and_reclaim();
 	test_mpmc(1, n / 4);
 	test_mpmc(2, n);

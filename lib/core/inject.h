@@ -1,7 +1,7 @@
 /*
  * inject.h - random yields at publish and CAS points (meson -Dinject_yields).
  *
- * KWQ_YIELD() marks a point where a thread that is descheduled widens a race
+ * KWQ__YIELD() marks a point where a thread that is descheduled widens a race
  * window: between claiming a ring slot and publishing into it, between a
  * load and the CAS that depends on it, between announcing a waiter and
  * re-checking.  With the option off it compiles to nothing.
@@ -9,7 +9,7 @@
 #ifndef KWQ_CORE_INJECT_H
 #define KWQ_CORE_INJECT_H
 
-#if defined(KWQ_INJECT_YIELDS) && KWQ_INJECT_YIELDS
+#if defined(KWQ__INJECT_YIELDS) && KWQ__INJECT_YIELDS
 #include <sched.h>
 #include <stdint.h>
 
@@ -26,9 +26,9 @@ static inline void kwq__inject_yield(void)
 	if ((x & 7u) == 0)
 		sched_yield();
 }
-#define KWQ_YIELD() kwq__inject_yield()
+#define KWQ__YIELD() kwq__inject_yield()
 #else
-#define KWQ_YIELD() ((void)0)
+#define KWQ__YIELD() ((void)0)
 #endif
 
 /* A spin-wait hint: lets the sibling hyperthread run, saves power. */

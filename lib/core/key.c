@@ -101,7 +101,7 @@ uint64_t kwq__random_seed(void)
 		      (uint64_t)(uintptr_t)&s);
 }
 
-void *kwq__entry_new(size_t entry_size, size_t item_offset, const struct kwq_key *k)
+void *kwq__entry_new(size_t entry_size, size_t item_offset, const struct kwq__key *k)
 {
 	char *e = calloc(1, entry_size + k->len);
 	if (e == NULL)

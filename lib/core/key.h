@@ -14,7 +14,7 @@
 #include <string.h>
 
 /* A validated key as the core hands it to an implementation. */
-struct kwq_key {
+struct kwq__key {
 	const unsigned char *bytes; /* never NULL, even for len == 0 */
 	uint32_t len;
 	uint64_t hash;
@@ -64,10 +64,10 @@ uint64_t kwq__random_seed(void);
  * Allocate an entry of entry_size bytes whose struct kwq_item member sits at
  * item_offset, copy the key into it and zero the rest.  NULL on ENOMEM.
  */
-void *kwq__entry_new(size_t entry_size, size_t item_offset, const struct kwq_key *k);
+void *kwq__entry_new(size_t entry_size, size_t item_offset, const struct kwq__key *k);
 
 /* Set up a lookup probe for k (no allocation). */
-static inline void kwq__item_probe(struct kwq__probe *probe, const struct kwq_key *k)
+static inline void kwq__item_probe(struct kwq__probe *probe, const struct kwq__key *k)
 {
 	probe->hash = k->hash;
 	probe->len = k->len | KWQ__PROBE;
@@ -104,7 +104,7 @@ static inline bool kwq__bytes_eq(const void *a, const void *b, size_t n)
 }
 
 /* Whether item it holds key k (its hash first: one compare rejects). */
-static inline bool kwq__item_is(const struct kwq_item *it, const struct kwq_key *k)
+static inline bool kwq__item_is(const struct kwq_item *it, const struct kwq__key *k)
 {
 	return it->hash == k->hash && it->len == k->len && kwq__bytes_eq(it->bytes, k->bytes, k->len);
 }

@@ -19,12 +19,12 @@
 #include "key.h"
 #include "wait.h"
 
-/* Deadline values for kwq_ops.get. */
-#define KWQ_DEADLINE_NONE INT64_MAX /* block until an item or shutdown */
-#define KWQ_DEADLINE_POLL 0         /* never block */
+/* Deadline values for kwq__ops.get. */
+#define KWQ__DEADLINE_NONE INT64_MAX /* block until an item or shutdown */
+#define KWQ__DEADLINE_POLL 0         /* never block */
 
-struct kwq_ops;
-struct kwq_delay;
+struct kwq__ops;
+struct kwq__delay;
 struct kwq__wait;
 struct kwq__wait_req;
 struct kwq_metrics;
@@ -32,7 +32,7 @@ struct kwq__retry_stripe;
 
 /* The part of every queue the core owns. */
 struct kwq {
-	const struct kwq_ops *ops;
+	const struct kwq__ops *ops;
 	uint64_t seed;          /* per-queue hash seed (hash flooding) */
 	kwq_clock_t *clock;     /* borrowed; NULL = monotonic */
 	char *name;             /* owned copy, or NULL */
@@ -42,12 +42,12 @@ struct kwq {
 
 	/* Delayed adds (lib/delay): started on first use under delay_lock,
 	 * then read lock-free.  The core initializes these after create. */
-	_Atomic(struct kwq_delay *) delay;
+	_Atomic(struct kwq__delay *) delay;
 	pthread_mutex_t delay_lock;
 	bool delay_stopped;     /* under delay_lock: shutdown happened */
 };
 
-struct kwq_ops {
+struct kwq__ops {
 	/*
 	 * Allocate and initialize the implementation's queue with q->ops,
 	 * seed, clock and name already decided in *base (copied in).
@@ -69,13 +69,13 @@ struct kwq_ops {
 	 * held+dirty key is secured here, so done cannot fail.
 	 * 0, -ESHUTDOWN or -ENOMEM (nothing changed).
 	 */
-	int (*add)(struct kwq *q, const struct kwq_key *key, int priority);
+	int (*add)(struct kwq *q, const struct kwq__key *key, int priority);
 
 	/*
 	 * Hand out the head.  deadline is an absolute CLOCK_MONOTONIC time,
-	 * KWQ_DEADLINE_POLL (do not block) or KWQ_DEADLINE_NONE.
+	 * KWQ__DEADLINE_POLL (do not block) or KWQ__DEADLINE_NONE.
 	 * 0, -ESHUTDOWN, or -ETIMEDOUT when the deadline passed (also for
-	 * KWQ_DEADLINE_POLL; the core maps that to -EAGAIN for try_get).
+	 * KWQ__DEADLINE_POLL; the core maps that to -EAGAIN for try_get).
 	 */
 	int (*get)(struct kwq *q, struct kwq_item **item, int64_t deadline);
 
@@ -98,7 +98,7 @@ struct kwq_ops {
 	 * the record it replaced goes stale (kwq__wait_drop).  0, 1,
 	 * -ESHUTDOWN or -ENOMEM (nothing changed).
 	 */
-	int (*add_after)(struct kwq *q, const struct kwq_key *key, struct kwq__wait_req *req);
+	int (*add_after)(struct kwq *q, const struct kwq__key *key, struct kwq__wait_req *req);
 
 	/*
 	 * The timer's record w of key came due (drop false) or is dropped
@@ -109,7 +109,7 @@ struct kwq_ops {
 	 * -ESHUTDOWN: the wait was cleared, nothing added.  The caller frees
 	 * w afterwards: the implementation holds no pointer to it.
 	 */
-	int (*fire)(struct kwq *q, struct kwq__wait *w, const struct kwq_key *key, bool drop);
+	int (*fire)(struct kwq *q, struct kwq__wait *w, const struct kwq__key *key, bool drop);
 
 	/*
 	 * Named queues only (q->name != NULL): add the implementation's
@@ -131,15 +131,15 @@ struct kwq_ops {
 	bool (*shutting_down)(struct kwq *q);
 };
 
-extern const struct kwq_ops kwq__mutex_ops;
-extern const struct kwq_ops kwq__sharded_ops;
+extern const struct kwq__ops kwq__mutex_ops;
+extern const struct kwq__ops kwq__sharded_ops;
 
 /*
  * The park of a sharded queue, NULL for another design.  Internal, not
  * exported: stress/burst_probe reads its token count to tell a wake in
  * flight from a lost one.
  */
-struct kwq_park;
-struct kwq_park *kwq__sharded_park(struct kwq *q);
+struct kwq__park;
+struct kwq__park *kwq__sharded_park(struct kwq *q);
 
 #endif

@@ -24,12 +24,12 @@
 
 enum { W_PARKED = 0, W_WOKEN = 1, W_CLOSED = 2 };
 
-struct kwq_park_waiter {
+struct kwq__park_waiter {
 	_Atomic uint32_t state;          /* the futex word */
-	struct kwq_park_waiter *prev, *next;
+	struct kwq__park_waiter *prev, *next;
 };
 
-void kwq__park_init(struct kwq_park *p, unsigned ncpu)
+void kwq__park_init(struct kwq__park *p, unsigned ncpu)
 {
 	if (ncpu == 0)
 		ncpu = 1;
@@ -49,13 +49,13 @@ void kwq__park_init(struct kwq_park *p, unsigned ncpu)
 	p->idle = NULL;
 }
 
-void kwq__park_destroy(struct kwq_park *p)
+void kwq__park_destroy(struct kwq__park *p)
 {
 	pthread_mutex_destroy(&p->lock);
 }
 
 /* Under p->lock. */
-static void idle_push(struct kwq_park *p, struct kwq_park_waiter *w)
+static void idle_push(struct kwq__park *p, struct kwq__park_waiter *w)
 {
 	w->prev = NULL;
 	w->next = p->idle;
@@ -65,7 +65,7 @@ static void idle_push(struct kwq_park *p, struct kwq_park_waiter *w)
 }
 
 /* Under p->lock. */
-static void idle_unlink(struct kwq_park *p, struct kwq_park_waiter *w)
+static void idle_unlink(struct kwq__park *p, struct kwq__park_waiter *w)
 {
 	if (w->prev != NULL)
 		w->prev->next = w->next;
@@ -76,7 +76,7 @@ static void idle_unlink(struct kwq_park *p, struct kwq_park_waiter *w)
 	atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
 }
 
-void kwq__park_wake(struct kwq_park *p)
+void kwq__park_wake(struct kwq__park *p)
 {
 	for (;;) {
 		uint32_t zero = 0;
@@ -85,9 +85,9 @@ void kwq__park_wake(struct kwq_park *p)
 							     memory_order_seq_cst,
 							     memory_order_relaxed))
 			return; /* its holder looks for work after it */
-		KWQ_YIELD();
+		KWQ__YIELD();
 		pthread_mutex_lock(&p->lock);
-		struct kwq_park_waiter *w = p->idle;
+		struct kwq__park_waiter *w = p->idle;
 		if (w != NULL) {
 			idle_unlink(p, w);
 			/* PARK.W1: pairs with PARK.W2; hands the token to w. */
@@ -111,11 +111,11 @@ void kwq__park_wake(struct kwq_park *p)
 	}
 }
 
-void kwq__park_close(struct kwq_park *p)
+void kwq__park_close(struct kwq__park *p)
 {
 	atomic_store_explicit(&p->closed, true, memory_order_seq_cst);
 	pthread_mutex_lock(&p->lock);
-	struct kwq_park_waiter *w;
+	struct kwq__park_waiter *w;
 	while ((w = p->idle) != NULL) {
 		idle_unlink(p, w);
 		/* PARK.W1 */
@@ -126,7 +126,7 @@ void kwq__park_close(struct kwq_park *p)
 }
 
 /* Register w as parked; false when closed (do not sleep). */
-static bool prepare(struct kwq_park *p, struct kwq_park_waiter *w)
+static bool prepare(struct kwq__park *p, struct kwq__park_waiter *w)
 {
 	atomic_store_explicit(&w->state, W_PARKED, memory_order_relaxed);
 	pthread_mutex_lock(&p->lock);
@@ -145,7 +145,7 @@ static bool prepare(struct kwq_park *p, struct kwq_park_waiter *w)
  * Leave the idle list.  Returns W_PARKED if w was still on it (no token),
  * W_WOKEN if a waker popped it (w now holds a token), W_CLOSED on close.
  */
-static uint32_t cancel(struct kwq_park *p, struct kwq_park_waiter *w)
+static uint32_t cancel(struct kwq__park *p, struct kwq__park_waiter *w)
 {
 	pthread_mutex_lock(&p->lock);
 	uint32_t s = atomic_load_explicit(&w->state, memory_order_relaxed);
@@ -155,21 +155,21 @@ static uint32_t cancel(struct kwq_park *p, struct kwq_park_waiter *w)
 	return s;
 }
 
-static uint32_t sleep_on(struct kwq_park *p, struct kwq_park_waiter *w, int64_t deadline)
+static uint32_t sleep_on(struct kwq__park *p, struct kwq__park_waiter *w, int64_t deadline)
 {
 	for (;;) {
 		/* PARK.W2: pairs with PARK.W1. */
 		uint32_t s = atomic_load_explicit(&w->state, memory_order_acquire);
 		if (s != W_PARKED)
 			return s;
-		if (deadline != KWQ_DEADLINE_NONE && kwq__mono_now() >= deadline)
+		if (deadline != KWQ__DEADLINE_NONE && kwq__mono_now() >= deadline)
 			return cancel(p, w);
 		kwq__futex_wait(&w->state, W_PARKED, deadline);
 	}
 }
 
 /* Give the token back after taking an item: the chain wake. */
-static void hand_off(struct kwq_park *p, const struct kwq_park_source *src)
+static void hand_off(struct kwq__park *p, const struct kwq__park_source *src)
 {
 	/* PARK.E3: pairs with PARK.N1. */
 	if (atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst) == 1 &&
@@ -179,7 +179,7 @@ static void hand_off(struct kwq_park *p, const struct kwq_park_source *src)
 }
 
 /* Give the token back without taking anything, and leave. */
-static void give_up(struct kwq_park *p, const struct kwq_park_source *src)
+static void give_up(struct kwq__park *p, const struct kwq__park_source *src)
 {
 	/* PARK.E3: pairs with PARK.N1. */
 	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
@@ -188,7 +188,7 @@ static void give_up(struct kwq_park *p, const struct kwq_park_source *src)
 		kwq__park_wake(p);
 }
 
-static bool spin_begin(struct kwq_park *p)
+static bool spin_begin(struct kwq__park *p)
 {
 	if (atomic_load_explicit(&p->nspinning, memory_order_relaxed) >= p->max_spinning)
 		return false;
@@ -197,7 +197,7 @@ static bool spin_begin(struct kwq_park *p)
 }
 
 /* Spin until src may have something (true) or the budget is spent. */
-static bool spin(struct kwq_park *p, const struct kwq_park_source *src, int64_t deadline)
+static bool spin(struct kwq__park *p, const struct kwq__park_source *src, int64_t deadline)
 {
 	int64_t end = kwq__sat_add(kwq__mono_now(), p->spin_ns);
 	if (end > deadline)
@@ -213,7 +213,7 @@ static bool spin(struct kwq_park *p, const struct kwq_park_source *src, int64_t 
 	}
 }
 
-int kwq__park_get(struct kwq_park *p, const struct kwq_park_source *src,
+int kwq__park_get(struct kwq__park *p, const struct kwq__park_source *src,
 		  int64_t deadline, void **out)
 {
 	bool token = false; /* we hold one unit of nspinning */
@@ -235,8 +235,8 @@ int kwq__park_get(struct kwq_park *p, const struct kwq_park_source *src,
 			*out = it;
 			return 0;
 		}
-		if (deadline == KWQ_DEADLINE_POLL ||
-		    (deadline != KWQ_DEADLINE_NONE && kwq__mono_now() >= deadline)) {
+		if (deadline == KWQ__DEADLINE_POLL ||
+		    (deadline != KWQ__DEADLINE_NONE && kwq__mono_now() >= deadline)) {
 			if (token)
 				give_up(p, src);
 			return -ETIMEDOUT;
@@ -260,14 +260,14 @@ int kwq__park_get(struct kwq_park *p, const struct kwq_park_source *src,
 			token = false;
 			if (src->pending(src->ctx))
 				continue;
-			if (deadline != KWQ_DEADLINE_NONE && kwq__mono_now() >= deadline)
+			if (deadline != KWQ__DEADLINE_NONE && kwq__mono_now() >= deadline)
 				continue; /* report the timeout at the top */
 		}
 
-		struct kwq_park_waiter w;
+		struct kwq__park_waiter w;
 		if (!prepare(p, &w))
 			continue; /* closed */
-		KWQ_YIELD();
+		KWQ__YIELD();
 		/* PARK.E2: the re-check after PARK.E1. */
 		if (src->pending(src->ctx) || kwq__park_closed(p)) {
 			if (cancel(p, &w) == W_WOKEN)

@@ -32,7 +32,7 @@
  *   spinner:  nspinning-- (seq_cst) (PARK.E3) ; re-check the source         (PARK.E2)
  *
  * Synchronization: every call may run concurrently with every other call
- * on the same struct kwq_park, except init and destroy (exclusive).
+ * on the same struct kwq__park, except init and destroy (exclusive).
  */
 #ifndef KWQ_CORE_PARK_H
 #define KWQ_CORE_PARK_H
@@ -43,9 +43,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct kwq_park_waiter;
+struct kwq__park_waiter;
 
-struct kwq_park {
+struct kwq__park {
 	/* Read by every producer after every publish: keep it read-mostly. */
 	alignas(64) _Atomic uint32_t nidle;
 	_Atomic uint32_t nspinning;
@@ -54,12 +54,12 @@ struct kwq_park {
 	int64_t spin_ns;                /* how long a consumer spins */
 
 	alignas(64) pthread_mutex_t lock;
-	struct kwq_park_waiter *idle;   /* LIFO of parked waiters */
+	struct kwq__park_waiter *idle;   /* LIFO of parked waiters */
 	_Atomic uint64_t wakes;         /* futex wakes issued (tests, tuning) */
 };
 
 /* What a consumer waits for. */
-struct kwq_park_source {
+struct kwq__park_source {
 	/* Take an item, or NULL when none is there now. */
 	void *(*take)(void *ctx);
 	/*
@@ -71,17 +71,17 @@ struct kwq_park_source {
 };
 
 /* ncpu: online CPUs; sizes the spin budget and the spinner limit. */
-void kwq__park_init(struct kwq_park *p, unsigned ncpu);
-void kwq__park_destroy(struct kwq_park *p);
+void kwq__park_init(struct kwq__park *p, unsigned ncpu);
+void kwq__park_destroy(struct kwq__park *p);
 
 /* The slow half of kwq__park_notify(); also the chain wake. */
-void kwq__park_wake(struct kwq_park *p);
+void kwq__park_wake(struct kwq__park *p);
 
 /*
  * kwq__park_notify - call after publishing an item (with a seq_cst RMW).
  * No syscall and no RMW while nobody is parked, or while a thread spins.
  */
-static inline void kwq__park_notify(struct kwq_park *p)
+static inline void kwq__park_notify(struct kwq__park *p)
 {
 	/* PARK.N1: pairs with PARK.E1 and PARK.E3 (StoreLoad; seq_cst on both sides). */
 	if (atomic_load_explicit(&p->nidle, memory_order_seq_cst) != 0 &&
@@ -93,9 +93,9 @@ static inline void kwq__park_notify(struct kwq_park *p)
  * kwq__park_close - from now on nobody parks and every parked thread is
  * woken; kwq__park_get() returns -ESHUTDOWN once take() finds nothing.
  */
-void kwq__park_close(struct kwq_park *p);
+void kwq__park_close(struct kwq__park *p);
 
-static inline bool kwq__park_closed(struct kwq_park *p)
+static inline bool kwq__park_closed(struct kwq__park *p)
 {
 	return atomic_load_explicit(&p->closed, memory_order_seq_cst);
 }
@@ -103,11 +103,11 @@ static inline bool kwq__park_closed(struct kwq_park *p)
 /*
  * kwq__park_get - take an item from src, spinning and then parking while
  * there is none.  deadline is an absolute CLOCK_MONOTONIC time,
- * KWQ_DEADLINE_POLL or KWQ_DEADLINE_NONE (ops.h).
+ * KWQ__DEADLINE_POLL or KWQ__DEADLINE_NONE (ops.h).
  * Returns 0 with *out set, -ESHUTDOWN (closed and nothing to take), or
  * -ETIMEDOUT.
  */
-int kwq__park_get(struct kwq_park *p, const struct kwq_park_source *src,
+int kwq__park_get(struct kwq__park *p, const struct kwq__park_source *src,
 		  int64_t deadline, void **out);
 
 #endif

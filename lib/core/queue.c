@@ -4,7 +4,7 @@
  * Everything an implementation would otherwise repeat lives here: argument
  * checks (bad input returns -EINVAL before any state is touched), key
  * hashing with the queue's seed, the timeout-to-deadline conversion, and the
- * choice of implementation.  The implementations behind struct kwq_ops see
+ * choice of implementation.  The implementations behind struct kwq__ops see
  * only valid input.
  */
 #include <errno.h>
@@ -25,12 +25,12 @@
 #define KWQ_CONFIG_SIZE_V1 \
 	(offsetof(struct kwq_config, limiter) + sizeof(kwq_limiter_t *))
 
-#define KWQ_SHARDS_MAX 65536u
+#define KWQ__SHARDS_MAX 65536u
 
 /* Any non-NULL pointer works for a zero-length key. */
 static const unsigned char empty_key[1];
 
-static int key_check(const kwq_t *q, const void *key, size_t len, struct kwq_key *k)
+static int key_check(const kwq_t *q, const void *key, size_t len, struct kwq__key *k)
 {
 	if (q == NULL || (key == NULL && len > 0) || len > KWQ_KEY_MAX)
 		return -EINVAL;
@@ -69,7 +69,7 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 	default:
 		goto fail;
 	}
-	if (c.shards > KWQ_SHARDS_MAX)
+	if (c.shards > KWQ__SHARDS_MAX)
 		goto fail;
 
 	err = ENOMEM;
@@ -121,23 +121,23 @@ void kwq_free(kwq_t *q)
 }
 
 /* An immediate add: the implementation cancels a wait of the key in the
- * add's own critical section (kwq_ops.add), so the delay layer is not on
+ * add's own critical section (kwq__ops.add), so the delay layer is not on
  * this path at all. */
-static int add_now(kwq_t *q, const struct kwq_key *k, int prio)
+static int add_now(kwq_t *q, const struct kwq__key *k, int prio)
 {
 	return q->ops->add(q, k, prio);
 }
 
 int kwq_add(kwq_t *q, const void *key, size_t len)
 {
-	struct kwq_key k;
+	struct kwq__key k;
 	int rc = key_check(q, key, len, &k);
 	if (rc != 0)
 		return rc;
 	return add_now(q, &k, 0);
 }
 
-static int add_delayed(kwq_t *q, const struct kwq_key *k, int64_t delay_ns, int prio)
+static int add_delayed(kwq_t *q, const struct kwq__key *k, int64_t delay_ns, int prio)
 {
 	if (delay_ns <= 0)
 		return add_now(q, k, prio);
@@ -148,7 +148,7 @@ static int add_delayed(kwq_t *q, const struct kwq_key *k, int64_t delay_ns, int 
 
 /* An accepted retry of a named queue (client-go counts it in AddAfter);
  * an unnamed queue pays the test of q->name. */
-static int count_retry(kwq_t *q, const struct kwq_key *k, int rc)
+static int count_retry(kwq_t *q, const struct kwq__key *k, int rc)
 {
 	if (rc == 0 && q->name != NULL)
 		kwq__retries_inc(q->retries, k->hash);
@@ -157,7 +157,7 @@ static int count_retry(kwq_t *q, const struct kwq_key *k, int rc)
 
 int kwq_add_after(kwq_t *q, const void *key, size_t len, int64_t delay_ns)
 {
-	struct kwq_key k;
+	struct kwq__key k;
 	int rc = key_check(q, key, len, &k);
 	if (rc != 0)
 		return rc;
@@ -166,7 +166,7 @@ int kwq_add_after(kwq_t *q, const void *key, size_t len, int64_t delay_ns)
 
 int kwq_add_rate_limited(kwq_t *q, const void *key, size_t len)
 {
-	struct kwq_key k;
+	struct kwq__key k;
 	int rc = key_check(q, key, len, &k);
 	if (rc != 0)
 		return rc;
@@ -179,7 +179,7 @@ int kwq_add_rate_limited(kwq_t *q, const void *key, size_t len)
 
 int kwq_add_with(kwq_t *q, const void *key, size_t len, const struct kwq_add_opts *opts)
 {
-	struct kwq_key k;
+	struct kwq__key k;
 	int rc = key_check(q, key, len, &k);
 	if (rc != 0)
 		return rc;
@@ -224,14 +224,14 @@ int kwq_get(kwq_t *q, kwq_item_t **item)
 {
 	if (q == NULL || item == NULL)
 		return -EINVAL;
-	return q->ops->get(q, item, KWQ_DEADLINE_NONE);
+	return q->ops->get(q, item, KWQ__DEADLINE_NONE);
 }
 
 int kwq_try_get(kwq_t *q, kwq_item_t **item)
 {
 	if (q == NULL || item == NULL)
 		return -EINVAL;
-	int rc = q->ops->get(q, item, KWQ_DEADLINE_POLL);
+	int rc = q->ops->get(q, item, KWQ__DEADLINE_POLL);
 	return rc == -ETIMEDOUT ? -EAGAIN : rc;
 }
 
@@ -239,7 +239,7 @@ int kwq_get_timeout(kwq_t *q, kwq_item_t **item, int64_t timeout_ns)
 {
 	if (q == NULL || item == NULL)
 		return -EINVAL;
-	int64_t deadline = timeout_ns <= 0 ? KWQ_DEADLINE_POLL
+	int64_t deadline = timeout_ns <= 0 ? KWQ__DEADLINE_POLL
 					   : kwq__sat_add(kwq__mono_now(), timeout_ns);
 	return q->ops->get(q, item, deadline);
 }

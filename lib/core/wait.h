@@ -6,7 +6,7 @@
  * when not waiting), changed only in the key's critical section, the same
  * one that decides its adds, gets and dones.  The record is also the
  * timer's (lib/delay): the timer keeps it in time order and, when it comes
- * due, hands it back through kwq_ops.fire, which adds the key only if the
+ * due, hands it back through kwq__ops.fire, which adds the key only if the
  * record is still the key's current wait.  A record that stopped being
  * current (an immediate add cancelled the wait, a delayed add moved it
  * earlier) is stale: the implementation marks it dropped and forgets it;
@@ -32,7 +32,7 @@ struct kwq__wait {
 	_Atomic uint32_t dropped; /* 1 once no entry points to it (DLY.D1) */
 };
 
-/* A delayed add as the delay layer hands it down (kwq_ops.add_after). */
+/* A delayed add as the delay layer hands it down (kwq__ops.add_after). */
 struct kwq__wait_req {
 	int64_t ready;            /* in: the queue clock's due time */
 	int priority;             /* in */
@@ -58,7 +58,7 @@ static inline void kwq__wait_drop(struct kwq__wait *w)
  * priority win) or make a new record.  Nothing changes on -ENOMEM.
  */
 static inline int kwq__wait_update(struct kwq__wait **slot, struct kwq__wait_req *req,
-				   const struct kwq_key *k)
+				   const struct kwq__key *k)
 {
 	struct kwq__wait *w = *slot;
 

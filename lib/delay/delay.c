@@ -9,14 +9,14 @@
  * key's entry and changes it only in the key's critical section
  * (lib/core/wait.h).  So every rule of the contract in kwq.h is decided where the key's
  * adds, gets and dones are decided:
- *   - kwq_add_after (kwq_ops.add_after): a queued or held+dirty key absorbs
+ *   - kwq_add_after (kwq__ops.add_after): a queued or held+dirty key absorbs
  *     it (priority only); an absent or held key becomes waiting with a new
  *     record; a waiting key keeps the earlier ready time and the higher
  *     priority, and gets a new record only when the time moves earlier;
- *   - an immediate add (kwq_ops.add) cancels the wait in its own critical
+ *   - an immediate add (kwq__ops.add) cancels the wait in its own critical
  *     section and takes the wait's priority if higher: no second phase
  *     after the add, no queue-wide lock, nothing here on that path;
- *   - the timer fires a record through kwq_ops.fire, which adds the key
+ *   - the timer fires a record through kwq__ops.fire, which adds the key
  *     only if that record is still the key's current wait.
  * The timer is thus only a clock: it never decides, it proposes, and a
  * proposal made stale by anything the key did meanwhile is refused in the
@@ -110,14 +110,14 @@
 #include "timeline.h"
 
 #if defined(__SANITIZE_THREAD__)
-#define KWQ_TSAN 1
+#define KWQ__TSAN 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
-#define KWQ_TSAN 1
+#define KWQ__TSAN 1
 #endif
 #endif
 
-#ifdef KWQ_TSAN
+#ifdef KWQ__TSAN
 void __tsan_acquire(void *addr);
 void __tsan_release(void *addr);
 #define tsan_acquire(p) __tsan_acquire(p)
@@ -147,13 +147,13 @@ static struct kwq_item *key_of(struct req *r)
 }
 
 /* r's key as the ops take it. */
-static struct kwq_key key_arg(struct req *r)
+static struct kwq__key key_arg(struct req *r)
 {
 	struct kwq_item *it = key_of(r);
-	return (struct kwq_key){ it->bytes, it->len, it->hash };
+	return (struct kwq__key){ it->bytes, it->len, it->hash };
 }
 
-struct kwq_delay {
+struct kwq__delay {
 	struct kwq *q;
 	kwq_clock_t *clock;             /* NULL: monotonic */
 	pthread_t thread;
@@ -184,7 +184,7 @@ static long futex(_Atomic uint32_t *uaddr, int op, uint32_t val,
 	return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
 }
 
-static void wake_timer(struct kwq_delay *d)
+static void wake_timer(struct kwq__delay *d)
 {
 	atomic_fetch_add(&d->wake, 1); /* DLY.W1 pairs with DLY.W2 */
 	futex(&d->wake, FUTEX_WAKE_PRIVATE, 1, NULL);
@@ -192,7 +192,7 @@ static void wake_timer(struct kwq_delay *d)
 
 static void clock_stepped(struct kwq__clock_waiter *w)
 {
-	wake_timer(kwq__container_of(w, struct kwq_delay, watch));
+	wake_timer(kwq__container_of(w, struct kwq__delay, watch));
 }
 
 /* ------------------------------------------------------------ timer side */
@@ -208,10 +208,10 @@ static bool req_dropped(struct req *r)
  * Hand r back to the implementation (fire, or drop at shutdown) and free
  * it.  false: out of memory, r stays (it is still the key's wait).
  */
-static bool settle(struct kwq_delay *d, struct req *r, bool drop)
+static bool settle(struct kwq__delay *d, struct req *r, bool drop)
 {
 	if (!req_dropped(r)) {
-		struct kwq_key k = key_arg(r);
+		struct kwq__key k = key_arg(r);
 		if (d->q->ops->fire(d->q, &r->w, &k, drop) == -ENOMEM)
 			return false;
 	}
@@ -221,7 +221,7 @@ static bool settle(struct kwq_delay *d, struct req *r, bool drop)
 
 /* Move what the inbox holds into the timeline.  false when an appender is
  * between its two steps (its node is not linked yet) or out of memory. */
-static bool take_requests(struct kwq_delay *d, bool *nomem)
+static bool take_requests(struct kwq__delay *d, bool *nomem)
 {
 	for (;;) {
 		if (kwq__timeline_reserve(&d->tl) != 0) {
@@ -252,7 +252,7 @@ static bool keep_live(const struct kwq__tl_entry *e, void *ctx)
 }
 
 /* Drop stale records once the timeline has doubled since the last time. */
-static void maybe_compact(struct kwq_delay *d)
+static void maybe_compact(struct kwq__delay *d)
 {
 	size_t n = kwq__timeline_size(&d->tl);
 	if (n < d->compact_at)
@@ -263,7 +263,7 @@ static void maybe_compact(struct kwq_delay *d)
 }
 
 /* Fire everything due at `now`.  false if a fire ran out of memory. */
-static bool fire_due(struct kwq_delay *d, int64_t now)
+static bool fire_due(struct kwq__delay *d, int64_t now)
 {
 	const struct kwq__tl_entry *e;
 
@@ -278,14 +278,14 @@ static bool fire_due(struct kwq_delay *d, int64_t now)
 	return true;
 }
 
-static int64_t next_ready(struct kwq_delay *d)
+static int64_t next_ready(struct kwq__delay *d)
 {
 	const struct kwq__tl_entry *e = kwq__timeline_peek(&d->tl);
 	return e ? e->ready : INT64_MAX;
 }
 
 /* Shutdown: hand back every record (the thread's last act). */
-static void drop_all(struct kwq_delay *d)
+static void drop_all(struct kwq__delay *d)
 {
 	const struct kwq__tl_entry *e;
 	bool nomem = false;
@@ -309,7 +309,7 @@ static void drop_all(struct kwq_delay *d)
 
 static void *timer_main(void *arg)
 {
-	struct kwq_delay *d = arg;
+	struct kwq__delay *d = arg;
 
 	for (;;) {
 		uint32_t w = atomic_load_explicit(&d->wake, memory_order_acquire); /* DLY.W2 */
@@ -321,7 +321,7 @@ static void *timer_main(void *arg)
 		 * one step makes due fires in (ready time, call) order.
 		 */
 		int64_t now = kwq_clock_now(d->clock);
-		KWQ_YIELD(); /* a caller may append and step the clock here */
+		KWQ__YIELD(); /* a caller may append and step the clock here */
 		bool nomem = false;
 		bool took = take_requests(d, &nomem);
 		if (!took && !nomem) {
@@ -363,17 +363,17 @@ static void *timer_main(void *arg)
 
 /* ------------------------------------------------------------ caller side */
 
-static void delay_destroy(struct kwq_delay *d)
+static void delay_destroy(struct kwq__delay *d)
 {
 	kwq__timeline_free(&d->tl);
 	free(d);
 }
 
-static struct kwq_delay *delay_start(struct kwq *q)
+static struct kwq__delay *delay_start(struct kwq *q)
 {
 	/* 64-byte aligned members: calloc does not promise that alignment. */
-	size_t size = (sizeof(struct kwq_delay) + 63) & ~(size_t)63;
-	struct kwq_delay *d = aligned_alloc(64, size);
+	size_t size = (sizeof(struct kwq__delay) + 63) & ~(size_t)63;
+	struct kwq__delay *d = aligned_alloc(64, size);
 	if (d == NULL)
 		return NULL;
 	memset(d, 0, size);
@@ -399,10 +399,10 @@ static struct kwq_delay *delay_start(struct kwq *q)
 }
 
 /* The queue's delay state, started on first use: NULL with *err set. */
-static struct kwq_delay *delay_get(struct kwq *q, int *err)
+static struct kwq__delay *delay_get(struct kwq *q, int *err)
 {
 	/* DLY.A1 pairs with DLY.R3: d's fields are initialized before it is seen. */
-	struct kwq_delay *d = atomic_load_explicit(&q->delay, memory_order_acquire);
+	struct kwq__delay *d = atomic_load_explicit(&q->delay, memory_order_acquire);
 	if (d != NULL)
 		return d;
 	pthread_mutex_lock(&q->delay_lock);
@@ -421,11 +421,11 @@ static struct kwq_delay *delay_get(struct kwq *q, int *err)
 	return d;
 }
 
-int kwq__delay_add(struct kwq *q, const struct kwq_key *k, int64_t delay_ns,
+int kwq__delay_add(struct kwq *q, const struct kwq__key *k, int64_t delay_ns,
 		   int priority, bool replace)
 {
 	int rc = 0;
-	struct kwq_delay *d = delay_get(q, &rc);
+	struct kwq__delay *d = delay_get(q, &rc);
 	if (d == NULL)
 		return rc;
 
@@ -455,7 +455,7 @@ void kwq__delay_stop(struct kwq *q)
 {
 	pthread_mutex_lock(&q->delay_lock);
 	q->delay_stopped = true;
-	struct kwq_delay *d = atomic_load_explicit(&q->delay, memory_order_relaxed);
+	struct kwq__delay *d = atomic_load_explicit(&q->delay, memory_order_relaxed);
 	pthread_mutex_unlock(&q->delay_lock);
 	if (d != NULL) {
 		atomic_store(&d->stop, true);
@@ -466,7 +466,7 @@ void kwq__delay_stop(struct kwq *q)
 void kwq__delay_free(struct kwq *q)
 {
 	kwq__delay_stop(q);
-	struct kwq_delay *d = atomic_load_explicit(&q->delay, memory_order_relaxed);
+	struct kwq__delay *d = atomic_load_explicit(&q->delay, memory_order_relaxed);
 	if (d == NULL)
 		return;
 	pthread_join(d->thread, NULL);

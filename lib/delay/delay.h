@@ -1,6 +1,6 @@
 /*
  * delay.h - delayed adds (client-go's DelayingInterface), once for every
- * implementation: they sit above struct kwq_ops.
+ * implementation: they sit above struct kwq__ops.
  */
 #ifndef KWQ_DELAY_DELAY_H
 #define KWQ_DELAY_DELAY_H
@@ -11,11 +11,11 @@
 #include "../core/key.h"
 
 struct kwq;
-struct kwq_delay;
+struct kwq__delay;
 
 /*
  * kwq_add_after() and friends with delay_ns > 0 on a validated key: the
- * implementation decides in the key's critical section (kwq_ops.add_after:
+ * implementation decides in the key's critical section (kwq__ops.add_after:
  * absorbed into a queued or held+dirty key, or the key waits until the
  * queue clock's now + delay_ns, a waiting key keeping the earlier time and
  * the higher priority, or with replace taking this call's); a new or moved
@@ -23,7 +23,7 @@ struct kwq_delay;
  * first use.  Never blocks: at most one allocation and a wait-free append.
  * 0, -ESHUTDOWN or -ENOMEM.
  */
-int kwq__delay_add(struct kwq *q, const struct kwq_key *k, int64_t delay_ns,
+int kwq__delay_add(struct kwq *q, const struct kwq__key *k, int64_t delay_ns,
 		   int priority, bool replace);
 
 /* Stop the timer thread and drop every pending delayed add (shutdown). */

@@ -445,7 +445,7 @@ static int with_wait_prio(const struct entry *e, int prio)
 	return e->wait != NULL && e->wait->priority > prio ? e->wait->priority : prio;
 }
 
-static int mutex_add(struct kwq *q, const struct kwq_key *k, int prio)
+static int mutex_add(struct kwq *q, const struct kwq__key *k, int prio)
 {
 	struct mutex_queue *m = mq(q);
 	struct kwq__probe probe;
@@ -495,7 +495,7 @@ out:
 	return rc;
 }
 
-static int mutex_add_after(struct kwq *q, const struct kwq_key *k, struct kwq__wait_req *req)
+static int mutex_add_after(struct kwq *q, const struct kwq__key *k, struct kwq__wait_req *req)
 {
 	struct mutex_queue *m = mq(q);
 	struct kwq__probe probe;
@@ -550,7 +550,7 @@ out:
 	return rc;
 }
 
-static int mutex_fire(struct kwq *q, struct kwq__wait *w, const struct kwq_key *k, bool drop)
+static int mutex_fire(struct kwq *q, struct kwq__wait *w, const struct kwq__key *k, bool drop)
 {
 	struct mutex_queue *m = mq(q);
 	struct kwq__probe probe;
@@ -595,7 +595,7 @@ static bool wait_for_item(struct mutex_queue *m, int64_t deadline)
 	pthread_mutex_unlock(&m->lock);
 	/* MTX.W2: pairs with MTX.W1. */
 	while (!(popped = atomic_load_explicit(&w.woken, memory_order_acquire))) {
-		if (deadline != KWQ_DEADLINE_NONE && kwq__mono_now() >= deadline)
+		if (deadline != KWQ__DEADLINE_NONE && kwq__mono_now() >= deadline)
 			break;
 		kwq__futex_wait(&w.woken, 0, deadline);
 	}
@@ -614,7 +614,7 @@ static int mutex_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 
 	pthread_mutex_lock(&m->lock);
 	while (m->count == 0 && !m->shutting_down) {
-		if (deadline == KWQ_DEADLINE_POLL) {
+		if (deadline == KWQ__DEADLINE_POLL) {
 			rc = -ETIMEDOUT;
 			goto out;
 		}
@@ -730,7 +730,7 @@ static bool mutex_shutting_down(struct kwq *q)
 	return s;
 }
 
-const struct kwq_ops kwq__mutex_ops = {
+const struct kwq__ops kwq__mutex_ops = {
 	.create = mutex_create,
 	.destroy = mutex_destroy,
 	.add = mutex_add,

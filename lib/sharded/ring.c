@@ -107,12 +107,12 @@ enum { TAIL = 0, HEAD = 1 };
  * its slot 0. */
 #define NEXT_FILLED ((uintptr_t)1)
 
-static inline uint64_t pack(const struct kwq_ring_seg *s, uint64_t count)
+static inline uint64_t pack(const struct kwq__ring_seg *s, uint64_t count)
 {
 	return ((uint64_t)(uintptr_t)s >> 6) << CLAIM_BITS | count;
 }
 
-static inline struct kwq_ring_seg *seg_of(uint64_t w)
+static inline struct kwq__ring_seg *seg_of(uint64_t w)
 {
 	return kwq__ring_seg_of(w);
 }
@@ -122,19 +122,19 @@ static inline uint64_t count_of(uint64_t w)
 	return w & CLAIM_MASK;
 }
 
-static inline struct kwq_ring_seg *next_seg(uintptr_t link)
+static inline struct kwq__ring_seg *next_seg(uintptr_t link)
 {
-	return (struct kwq_ring_seg *)(link & ~NEXT_FILLED);
+	return (struct kwq__ring_seg *)(link & ~NEXT_FILLED);
 }
 
-static size_t seg_size(const struct kwq_ring *r)
+static size_t seg_size(const struct kwq__ring *r)
 {
-	size_t size = sizeof(struct kwq_ring_seg) + (size_t)r->seg_slots * sizeof(uintptr_t);
+	size_t size = sizeof(struct kwq__ring_seg) + (size_t)r->seg_slots * sizeof(uintptr_t);
 	return (size + SEG_ALIGN - 1) & ~(size_t)(SEG_ALIGN - 1);
 }
 
 /* Under reclaim_lock: s joins the spares. */
-static void spare_push(struct kwq_ring *r, struct kwq_ring_seg *s)
+static void spare_push(struct kwq__ring *r, struct kwq__ring_seg *s)
 {
 	s->retired_next = r->spares;
 	r->spares = s;
@@ -150,9 +150,9 @@ static void spare_push(struct kwq_ring *r, struct kwq_ring_seg *s)
  * spare gone and makes another, or this taker sees its reservation and
  * puts the spare back.
  */
-static struct kwq_ring_seg *spare_take(struct kwq_ring *r, bool reserved)
+static struct kwq__ring_seg *spare_take(struct kwq__ring *r, bool reserved)
 {
-	struct kwq_ring_seg *s = r->spares;
+	struct kwq__ring_seg *s = r->spares;
 	if (s == NULL)
 		return NULL;
 	uint32_t n = atomic_load_explicit(&r->nspares, memory_order_relaxed);
@@ -166,7 +166,7 @@ static struct kwq_ring_seg *spare_take(struct kwq_ring *r, bool reserved)
 }
 
 /* A freed segment: kept as a spare, or freed (under reclaim_lock). */
-static void seg_discard(struct kwq_ring *r, struct kwq_ring_seg *s)
+static void seg_discard(struct kwq__ring *r, struct kwq__ring_seg *s)
 {
 	atomic_fetch_add_explicit(&r->segs_freed, 1, memory_order_relaxed);
 	uint32_t keep = atomic_load_explicit(&r->reserved, memory_order_relaxed);
@@ -178,9 +178,9 @@ static void seg_discard(struct kwq_ring *r, struct kwq_ring_seg *s)
 		free(s);
 }
 
-static struct kwq_ring_seg *seg_alloc(struct kwq_ring *r)
+static struct kwq__ring_seg *seg_alloc(struct kwq__ring *r)
 {
-	struct kwq_ring_seg *s = aligned_alloc(SEG_ALIGN, seg_size(r));
+	struct kwq__ring_seg *s = aligned_alloc(SEG_ALIGN, seg_size(r));
 	if (s != NULL && (uintptr_t)s >> 48 != 0) { /* does not fit the packed word */
 		free(s);
 		s = NULL;
@@ -190,10 +190,10 @@ static struct kwq_ring_seg *seg_alloc(struct kwq_ring *r)
 
 /* A segment for ring index base.  reserved: a reserved put, which may take
  * any spare (its reservation keeps one for it). */
-static struct kwq_ring_seg *seg_new(struct kwq_ring *r, uint64_t base, bool reserved)
+static struct kwq__ring_seg *seg_new(struct kwq__ring *r, uint64_t base, bool reserved)
 {
 	size_t size = seg_size(r);
-	struct kwq_ring_seg *s = NULL;
+	struct kwq__ring_seg *s = NULL;
 
 	pthread_mutex_lock(&r->reclaim_lock); /* once per seg_slots puts */
 	s = spare_take(r, reserved);
@@ -212,9 +212,9 @@ static struct kwq_ring_seg *seg_new(struct kwq_ring *r, uint64_t base, bool rese
 	return s;
 }
 
-int kwq__ring_init(struct kwq_ring *r, uint32_t seg_slots)
+int kwq__ring_init(struct kwq__ring *r, uint32_t seg_slots)
 {
-	if (seg_slots == 0 || seg_slots > KWQ_RING_SEG_MAX)
+	if (seg_slots == 0 || seg_slots > KWQ__RING_SEG_MAX)
 		return -EINVAL;
 	r->seg_slots = seg_slots;
 	r->retired = NULL;
@@ -224,7 +224,7 @@ int kwq__ring_init(struct kwq_ring *r, uint32_t seg_slots)
 	atomic_init(&r->segs_allocated, 0);
 	atomic_init(&r->segs_freed, 0);
 	pthread_mutex_init(&r->reclaim_lock, NULL);
-	struct kwq_ring_seg *s = seg_new(r, 0, false);
+	struct kwq__ring_seg *s = seg_new(r, 0, false);
 	if (s == NULL) {
 		pthread_mutex_destroy(&r->reclaim_lock);
 		return -ENOMEM;
@@ -234,12 +234,12 @@ int kwq__ring_init(struct kwq_ring *r, uint32_t seg_slots)
 	return 0;
 }
 
-void kwq__ring_destroy(struct kwq_ring *r)
+void kwq__ring_destroy(struct kwq__ring *r)
 {
 	/* Head is never ahead of tail: every live segment follows it. */
-	struct kwq_ring_seg *s = seg_of(atomic_load_explicit(&r->head, memory_order_relaxed));
+	struct kwq__ring_seg *s = seg_of(atomic_load_explicit(&r->head, memory_order_relaxed));
 	while (s != NULL) {
-		struct kwq_ring_seg *n = next_seg(atomic_load_explicit(&s->next,
+		struct kwq__ring_seg *n = next_seg(atomic_load_explicit(&s->next,
 								       memory_order_relaxed));
 		free(s);
 		s = n;
@@ -256,7 +256,7 @@ void kwq__ring_destroy(struct kwq_ring *r)
 }
 
 /* Under reclaim_lock, for a retired segment. */
-static bool seg_complete(const struct kwq_ring *r, struct kwq_ring_seg *s)
+static bool seg_complete(const struct kwq__ring *r, struct kwq__ring_seg *s)
 {
 	const uint64_t n = r->seg_slots;
 	uint64_t ovf = atomic_load_explicit(&s->claims[TAIL], memory_order_relaxed) +
@@ -273,16 +273,16 @@ static bool seg_complete(const struct kwq_ring *r, struct kwq_ring_seg *s)
 	return true;
 }
 
-static void reclaim(struct kwq_ring *r, struct kwq_ring_seg *retire)
+static void reclaim(struct kwq__ring *r, struct kwq__ring_seg *retire)
 {
 	pthread_mutex_lock(&r->reclaim_lock);
 	if (retire != NULL) {
 		retire->retired_next = r->retired;
 		r->retired = retire;
 	}
-	struct kwq_ring_seg **pp = &r->retired;
+	struct kwq__ring_seg **pp = &r->retired;
 	while (*pp != NULL) {
-		struct kwq_ring_seg *s = *pp;
+		struct kwq__ring_seg *s = *pp;
 		if (seg_complete(r, s)) {
 			*pp = s->retired_next;
 			seg_discard(r, s);
@@ -298,13 +298,13 @@ static void reclaim(struct kwq_ring *r, struct kwq_ring_seg *retire)
  * for the tail when the link is marked, else (next, 0).  Returns true when
  * this made the second of the two swings of s: the caller retires it.
  */
-static bool swing(_Atomic uint64_t *word, struct kwq_ring_seg *s, uintptr_t link, int side)
+static bool swing(_Atomic uint64_t *word, struct kwq__ring_seg *s, uintptr_t link, int side)
 {
 	uint64_t to = pack(next_seg(link), side == TAIL && (link & NEXT_FILLED) ? 1 : 0);
 	uint64_t cur = atomic_load_explicit(word, memory_order_relaxed);
 
 	while (seg_of(cur) == s) {
-		KWQ_YIELD();
+		KWQ__YIELD();
 		/* RING.C2 */
 		if (atomic_compare_exchange_weak_explicit(word, &cur, to,
 							  memory_order_seq_cst,
@@ -324,25 +324,25 @@ static bool swing(_Atomic uint64_t *word, struct kwq_ring_seg *s, uintptr_t link
  * the item in slot 0, the link is marked NEXT_FILLED, and *placed is set:
  * the put is done.  A consumer passes NULL.
  */
-static uintptr_t link_next(struct kwq_ring *r, struct kwq_ring_seg *s, bool reserved,
+static uintptr_t link_next(struct kwq__ring *r, struct kwq__ring_seg *s, bool reserved,
 			   void *item, _Atomic uint64_t *pos, uint64_t tag, bool *placed)
 {
 	/* RING.L2: pairs with RING.L1. */
 	uintptr_t next = atomic_load_explicit(&s->next, memory_order_acquire);
 	if (next != 0)
 		return next;
-	struct kwq_ring_seg *n = seg_new(r, s->base + r->seg_slots, reserved);
+	struct kwq__ring_seg *n = seg_new(r, s->base + r->seg_slots, reserved);
 	if (n == NULL)
 		return 0;
 	uintptr_t link = (uintptr_t)n;
 	if (item != NULL) {
 		if (pos != NULL)
-			atomic_store_explicit(pos, tag | (n->base << KWQ_RING_POS_SHIFT),
+			atomic_store_explicit(pos, tag | (n->base << KWQ__RING_POS_SHIFT),
 					      memory_order_relaxed);
 		atomic_store_explicit(&n->slot[0], (uintptr_t)item, memory_order_relaxed);
 		link |= NEXT_FILLED;
 	}
-	KWQ_YIELD();
+	KWQ__YIELD();
 	/* RING.L1: publishes n's initialization. */
 	if (atomic_compare_exchange_strong_explicit(&s->next, &next, link,
 						    memory_order_acq_rel,
@@ -357,7 +357,7 @@ static uintptr_t link_next(struct kwq_ring *r, struct kwq_ring_seg *s, bool rese
 }
 
 /* Release an overflow claim on s (its last access to s). */
-static void release_overflow(struct kwq_ring *r, struct kwq_ring_seg *s, bool retire)
+static void release_overflow(struct kwq__ring *r, struct kwq__ring_seg *s, bool retire)
 {
 	if (retire) {
 		/* Before our release: the scan cannot free s while we hold it. */
@@ -372,7 +372,7 @@ static void release_overflow(struct kwq_ring *r, struct kwq_ring_seg *s, bool re
 		reclaim(r, NULL);
 }
 
-int kwq__ring_reserve(struct kwq_ring *r)
+int kwq__ring_reserve(struct kwq__ring *r)
 {
 	/* RING.V1: pairs with RING.V2. */
 	uint32_t want = atomic_fetch_add_explicit(&r->reserved, 1, memory_order_seq_cst) + 1;
@@ -382,7 +382,7 @@ int kwq__ring_reserve(struct kwq_ring *r)
 	pthread_mutex_lock(&r->reclaim_lock);
 	while (atomic_load_explicit(&r->nspares, memory_order_relaxed) <
 	       atomic_load_explicit(&r->reserved, memory_order_relaxed)) {
-		struct kwq_ring_seg *s = seg_alloc(r);
+		struct kwq__ring_seg *s = seg_alloc(r);
 		if (s == NULL) {
 			atomic_fetch_sub_explicit(&r->reserved, 1, memory_order_relaxed);
 			rc = -ENOMEM;
@@ -394,14 +394,14 @@ int kwq__ring_reserve(struct kwq_ring *r)
 	return rc;
 }
 
-void kwq__ring_unreserve(struct kwq_ring *r)
+void kwq__ring_unreserve(struct kwq__ring *r)
 {
 	atomic_fetch_sub_explicit(&r->reserved, 1, memory_order_relaxed);
 }
 
-int kwq__ring_put(struct kwq_ring *r, void *item)
+int kwq__ring_put(struct kwq__ring *r, void *item)
 {
-	KWQ_YIELD();
+	KWQ__YIELD();
 	/* RING.C1 */
 	uint64_t w = atomic_fetch_add_explicit(&r->tail, 1, memory_order_seq_cst);
 	return kwq__ring_put_from(r, item, NULL, 0, false, w);
@@ -412,15 +412,15 @@ int kwq__ring_put(struct kwq_ring *r, void *item)
  * past the segment's end), or kwq__ring_put's.  A poisoned slot fails the
  * CAS again here (only its producer changes a POISON slot).
  */
-int kwq__ring_put_from(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag,
+int kwq__ring_put_from(struct kwq__ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag,
 		       bool reserved, uint64_t w)
 {
 	const uint64_t n = r->seg_slots;
 
-	for (;; KWQ_YIELD(),
+	for (;; KWQ__YIELD(),
 		/* RING.C1: the next claim. */
 		w = atomic_fetch_add_explicit(&r->tail, 1, memory_order_seq_cst)) {
-		struct kwq_ring_seg *s = seg_of(w);
+		struct kwq__ring_seg *s = seg_of(w);
 		uint64_t i = count_of(w);
 
 		if (i < n) {
@@ -428,9 +428,9 @@ int kwq__ring_put_from(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, ui
 			/* Before RING.P1 publishes the slot: a consumer that takes it
 			 * reads this position or a later one. */
 			if (pos != NULL)
-				atomic_store_explicit(pos, tag | ((s->base + i) << KWQ_RING_POS_SHIFT),
+				atomic_store_explicit(pos, tag | ((s->base + i) << KWQ__RING_POS_SHIFT),
 						      memory_order_relaxed);
-			KWQ_YIELD();
+			KWQ__YIELD();
 			/* RING.P1: pairs with RING.A1.  RING.A2 on failure: pairs with RING.P2. */
 			if (atomic_compare_exchange_strong_explicit(&s->slot[i], &v,
 								    (uintptr_t)item,
@@ -463,7 +463,7 @@ int kwq__ring_put_from(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, ui
 	}
 }
 
-void *kwq__ring_take(struct kwq_ring *r)
+void *kwq__ring_take(struct kwq__ring *r)
 {
 	uint64_t pos;
 	return kwq__ring_take_at(r, &pos);
@@ -473,12 +473,12 @@ void *kwq__ring_take(struct kwq_ring *r)
  * A take from its claim w on: the fast half's claim (its slot not yet
  * published, or past the segment's end).
  */
-void *kwq__ring_take_from(struct kwq_ring *r, uint64_t *pos, uint64_t w)
+void *kwq__ring_take_from(struct kwq__ring *r, uint64_t *pos, uint64_t w)
 {
 	const uint64_t n = r->seg_slots;
 
 	for (;;) {
-		struct kwq_ring_seg *s = seg_of(w);
+		struct kwq__ring_seg *s = seg_of(w);
 		uint64_t i = count_of(w);
 
 		if (i < n) {
@@ -489,7 +489,7 @@ void *kwq__ring_take_from(struct kwq_ring *r, uint64_t *pos, uint64_t w)
 				v = atomic_load_explicit(&s->slot[i], memory_order_acquire);
 			}
 			if (v == SLOT_EMPTY) {
-				KWQ_YIELD();
+				KWQ__YIELD();
 				/* RING.P2: pairs with RING.A2.  RING.A1 on failure: the item came. */
 				if (atomic_compare_exchange_strong_explicit(&s->slot[i], &v,
 									    SLOT_POISON,
@@ -528,20 +528,20 @@ void *kwq__ring_take_from(struct kwq_ring *r, uint64_t *pos, uint64_t w)
 again:
 		if (!kwq__ring_pending(r))
 			return NULL;
-		KWQ_YIELD();
+		KWQ__YIELD();
 		/* RING.C1: the next claim. */
 		w = atomic_fetch_add_explicit(&r->head, 1, memory_order_seq_cst);
 	}
 }
 
-size_t kwq__ring_len(struct kwq_ring *r)
+size_t kwq__ring_len(struct kwq__ring *r)
 {
 	const uint64_t n = r->seg_slots;
 
 	pthread_mutex_lock(&r->reclaim_lock);
 	uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire);
 	uint64_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
-	struct kwq_ring_seg *ts = seg_of(t);
+	struct kwq__ring_seg *ts = seg_of(t);
 	uint64_t hc = count_of(h) < n ? count_of(h) : n;
 	uint64_t tc = count_of(t) < n ? count_of(t) : n;
 	uint64_t hi = seg_of(h)->base + hc;

@@ -45,18 +45,18 @@
 #include "../core/inject.h"
 
 /* Slots per segment by default: 8 KiB segments. */
-#define KWQ_RING_SEG_DEFAULT 1024u
-#define KWQ_RING_SEG_MAX 65536u
+#define KWQ__RING_SEG_DEFAULT 1024u
+#define KWQ__RING_SEG_MAX 65536u
 
-struct kwq_ring_seg;
+struct kwq__ring_seg;
 
-struct kwq_ring {
+struct kwq__ring {
 	/* Producers' word and consumers' word: each on a line of its own. */
 	alignas(64) _Atomic uint64_t tail;   /* packed (segment, claims) */
 	alignas(64) _Atomic uint64_t head;   /* packed (segment, claims) */
 	alignas(64) pthread_mutex_t reclaim_lock;
-	struct kwq_ring_seg *retired;        /* under reclaim_lock */
-	struct kwq_ring_seg *spares;         /* under reclaim_lock */
+	struct kwq__ring_seg *retired;        /* under reclaim_lock */
+	struct kwq__ring_seg *spares;         /* under reclaim_lock */
 	_Atomic uint32_t nspares;            /* changed under reclaim_lock (RING.V*) */
 	_Atomic uint32_t reserved;           /* puts promised a segment (RING.V*) */
 	uint32_t seg_slots;
@@ -64,18 +64,18 @@ struct kwq_ring {
 	_Atomic uint64_t segs_freed;
 };
 
-/* seg_slots: 1..KWQ_RING_SEG_MAX (tests use tiny ones).  0 or -ENOMEM. */
-int kwq__ring_init(struct kwq_ring *r, uint32_t seg_slots);
+/* seg_slots: 1..KWQ__RING_SEG_MAX (tests use tiny ones).  0 or -ENOMEM. */
+int kwq__ring_init(struct kwq__ring *r, uint32_t seg_slots);
 
 /* Frees the segments, not the items. */
-void kwq__ring_destroy(struct kwq_ring *r);
+void kwq__ring_destroy(struct kwq__ring *r);
 
 /* Append item at the tail.  0, or -ENOMEM when a new segment is needed
  * and cannot be allocated (nothing is appended then). */
-int kwq__ring_put(struct kwq_ring *r, void *item);
+int kwq__ring_put(struct kwq__ring *r, void *item);
 
 /* Remove the head, or NULL when the ring is empty. */
-void *kwq__ring_take(struct kwq_ring *r);
+void *kwq__ring_take(struct kwq__ring *r);
 
 /* put_at, put_reserved_at, take_at and pending are inline (below). */
 
@@ -83,7 +83,7 @@ void *kwq__ring_take(struct kwq_ring *r);
  * Positions, for consumers that must tell a current copy of an item from
  * a stale one (an item re-put elsewhere while a copy still waits here).
  * Every put claims a distinct ring index, counted from 0 (below 2^48).
- * put_at stores tag | (index << KWQ_RING_POS_SHIFT) into *pos (relaxed;
+ * put_at stores tag | (index << KWQ__RING_POS_SHIFT) into *pos (relaxed;
  * pos is not NULL)
  * after claiming the slot and before publishing it (RING.P1), so a caller can
  * keep a few bits of its own beside the position in one word; take_at
@@ -91,7 +91,7 @@ void *kwq__ring_take(struct kwq_ring *r);
  * A consumer that takes an item therefore reads, through the item, the
  * position of this put or of a later one.
  */
-#define KWQ_RING_POS_SHIFT 3
+#define KWQ__RING_POS_SHIFT 3
 
 
 /*
@@ -106,14 +106,14 @@ void *kwq__ring_take(struct kwq_ring *r);
  * second: spares + spares held by reserved puts >= reservations, always.
  * kwq__ring_unreserve() gives a reservation back unused.
  */
-int kwq__ring_reserve(struct kwq_ring *r);
-void kwq__ring_unreserve(struct kwq_ring *r);
+int kwq__ring_reserve(struct kwq__ring *r);
+void kwq__ring_unreserve(struct kwq__ring *r);
 
 /*
  * Whether take() may find an item: false means the ring was empty at the
  * moment of the last load.  seq_cst loads (the eventcount's re-check).
  */
-static inline bool kwq__ring_pending(struct kwq_ring *r);
+static inline bool kwq__ring_pending(struct kwq__ring *r);
 
 /*
  * The number of items a take can find: a slot claimed by a put that has
@@ -121,7 +121,7 @@ static inline bool kwq__ring_pending(struct kwq_ring *r);
  * tail segment, where puts in flight are).  Exact when no call is in
  * flight.
  */
-size_t kwq__ring_len(struct kwq_ring *r);
+size_t kwq__ring_len(struct kwq__ring *r);
 
 /* ------------------------------------------------------------------------ */
 /* Inline fast paths.  A put or take whose claim lands inside its segment
@@ -137,42 +137,42 @@ size_t kwq__ring_len(struct kwq_ring *r);
 #define KWQ__SLOT_POISON ((uintptr_t)1)
 #define KWQ__SLOT_FINAL ((uintptr_t)2)
 
-struct kwq_ring_seg {
+struct kwq__ring_seg {
 	_Atomic uintptr_t next;
 	uint64_t base;                  /* ring index of slot 0 */
 	_Atomic uint64_t claims[2];     /* FAAs received, set by the swings */
 	_Atomic uint64_t ovf_done;      /* overflow claims released */
 	_Atomic uint32_t swung;         /* words moved off this segment */
-	struct kwq_ring_seg *retired_next;
+	struct kwq__ring_seg *retired_next;
 	_Atomic uintptr_t slot[];
 };
 
-static inline struct kwq_ring_seg *kwq__ring_seg_of(uint64_t w)
+static inline struct kwq__ring_seg *kwq__ring_seg_of(uint64_t w)
 {
-	return (struct kwq_ring_seg *)(uintptr_t)((w >> KWQ__RING_CLAIM_BITS) << 6);
+	return (struct kwq__ring_seg *)(uintptr_t)((w >> KWQ__RING_CLAIM_BITS) << 6);
 }
 
 /* The slow halves: w is the claim (the FAA's result) the fast half made. */
-int kwq__ring_put_from(struct kwq_ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag,
+int kwq__ring_put_from(struct kwq__ring *r, void *item, _Atomic uint64_t *pos, uint64_t tag,
 		       bool reserved, uint64_t w);
-void *kwq__ring_take_from(struct kwq_ring *r, uint64_t *pos, uint64_t w);
+void *kwq__ring_take_from(struct kwq__ring *r, uint64_t *pos, uint64_t w);
 
-static inline int kwq__ring_put_fast(struct kwq_ring *r, void *item, _Atomic uint64_t *pos,
+static inline int kwq__ring_put_fast(struct kwq__ring *r, void *item, _Atomic uint64_t *pos,
 				     uint64_t tag, bool reserved)
 {
-	KWQ_YIELD();
+	KWQ__YIELD();
 	/* RING.C1: the claim. */
 	uint64_t w = atomic_fetch_add_explicit(&r->tail, 1, memory_order_seq_cst);
 	uint64_t i = w & KWQ__RING_CLAIM_MASK;
 
 	if (__builtin_expect(i < r->seg_slots, 1)) {
-		struct kwq_ring_seg *s = kwq__ring_seg_of(w);
+		struct kwq__ring_seg *s = kwq__ring_seg_of(w);
 		uintptr_t v = KWQ__SLOT_EMPTY;
 		/* Before RING.P1 publishes the slot: a consumer that takes it
 		 * reads this position or a later one. */
-		atomic_store_explicit(pos, tag | ((s->base + i) << KWQ_RING_POS_SHIFT),
+		atomic_store_explicit(pos, tag | ((s->base + i) << KWQ__RING_POS_SHIFT),
 				      memory_order_relaxed);
-		KWQ_YIELD();
+		KWQ__YIELD();
 		/* RING.P1: pairs with RING.A1. */
 		if (__builtin_expect(atomic_compare_exchange_strong_explicit(
 					     &s->slot[i], &v, (uintptr_t)item,
@@ -185,19 +185,19 @@ static inline int kwq__ring_put_fast(struct kwq_ring *r, void *item, _Atomic uin
 	return kwq__ring_put_from(r, item, pos, tag, reserved, w);
 }
 
-static inline int kwq__ring_put_at(struct kwq_ring *r, void *item, _Atomic uint64_t *pos,
+static inline int kwq__ring_put_at(struct kwq__ring *r, void *item, _Atomic uint64_t *pos,
 				   uint64_t tag)
 {
 	return kwq__ring_put_fast(r, item, pos, tag, false);
 }
 
-static inline void kwq__ring_put_reserved_at(struct kwq_ring *r, void *item,
+static inline void kwq__ring_put_reserved_at(struct kwq__ring *r, void *item,
 					     _Atomic uint64_t *pos, uint64_t tag)
 {
 	(void)kwq__ring_put_fast(r, item, pos, tag, true); /* cannot fail */
 }
 
-static inline bool kwq__ring_pending(struct kwq_ring *r)
+static inline bool kwq__ring_pending(struct kwq__ring *r)
 {
 	uint64_t h = atomic_load_explicit(&r->head, memory_order_seq_cst);
 	uint64_t t = atomic_load_explicit(&r->tail, memory_order_seq_cst);
@@ -209,17 +209,17 @@ static inline bool kwq__ring_pending(struct kwq_ring *r)
 	return (h & KWQ__RING_CLAIM_MASK) < (t & KWQ__RING_CLAIM_MASK);
 }
 
-static inline void *kwq__ring_take_at(struct kwq_ring *r, uint64_t *pos)
+static inline void *kwq__ring_take_at(struct kwq__ring *r, uint64_t *pos)
 {
 	if (!kwq__ring_pending(r))
 		return NULL;
-	KWQ_YIELD();
+	KWQ__YIELD();
 	/* RING.C1: the claim. */
 	uint64_t w = atomic_fetch_add_explicit(&r->head, 1, memory_order_seq_cst);
 	uint64_t i = w & KWQ__RING_CLAIM_MASK;
 
 	if (__builtin_expect(i < r->seg_slots, 1)) {
-		struct kwq_ring_seg *s = kwq__ring_seg_of(w);
+		struct kwq__ring_seg *s = kwq__ring_seg_of(w);
 		/* RING.A1: pairs with RING.P1. */
 		uintptr_t v = atomic_load_explicit(&s->slot[i], memory_order_acquire);
 		if (__builtin_expect(v != KWQ__SLOT_EMPTY, 1)) {

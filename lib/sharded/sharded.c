@@ -304,7 +304,7 @@ struct entry {
 	unsigned aged : 1;     /* ABSENT through a whole sweep interval (under lock) */
 };
 
-#define ST_MASK ((UINT64_C(1) << KWQ_RING_POS_SHIFT) - 1)
+#define ST_MASK ((UINT64_C(1) << KWQ__RING_POS_SHIFT) - 1)
 
 static inline uint32_t state_get(struct entry *e)
 {
@@ -364,7 +364,7 @@ struct shard {
 	ck_hs_t set;          /* under lock */
 	uintptr_t hot[HOT_SETS][2]; /* lookaside in front of set: tagged entry
 				       pointers, way 0 the more recent (under lock) */
-#ifdef KWQ_SHARD_LOCK_PTHREAD
+#ifdef KWQ__SHARD_LOCK_PTHREAD
 	alignas(8) unsigned char mutex_space[sizeof(pthread_mutex_t)];
 #endif
 };
@@ -379,13 +379,13 @@ static_assert(offsetof(struct shard, lock) == 0, "lock first on its line");
  * the positions of the lane's copies: (index << 48), index 0 for lane 0.
  */
 struct lane {
-	struct kwq_ring ring;
+	struct kwq__ring ring;
 	int prio;
 	uint64_t tag;
 };
 
 /* Lane index above the ring index (48 bits) and the state bits. */
-#define LANE_TAG_SHIFT (48 + KWQ_RING_POS_SHIFT)
+#define LANE_TAG_SHIFT (48 + KWQ__RING_POS_SHIFT)
 #define LANES_MAX ((1u << (64 - LANE_TAG_SHIFT)) - 1)
 
 /* The lanes in use, highest priority first; replaced whole when a lane is
@@ -409,7 +409,7 @@ struct sharded_queue {
 	struct kwq__metrics_block *metrics; /* named queues: one per shard */
 	uint32_t sweep_min;               /* ABSENT entries a shard keeps */
 	size_t prefix;                    /* bytes before each entry: its times */
-	struct kwq_park park;
+	struct kwq__park park;
 
 	alignas(64) pthread_mutex_t shutdown_lock;
 	_Atomic bool shutdown;
@@ -435,7 +435,7 @@ static struct shard *shard_of(struct sharded_queue *s, uint64_t hash)
 	return &s->shards[(uint32_t)(hash >> 48) & s->shard_mask];
 }
 
-static struct entry *entry_new(struct sharded_queue *s, const struct kwq_key *k)
+static struct entry *entry_new(struct sharded_queue *s, const struct kwq__key *k)
 {
 	char *raw = kwq__entry_new(s->prefix + ENTRY_SIZE, s->prefix + ITEM_OFFSET, k);
 	return raw ? (struct entry *)(void *)(raw + s->prefix) : NULL;
@@ -479,7 +479,7 @@ static inline uintptr_t hot_pack(struct entry *e, uint64_t hash)
 	return (uintptr_t)e >> 48 ? 0 : (uintptr_t)e | HOT_TAG(hash) << 48;
 }
 
-static struct entry *shard_find_slow(struct shard *sh, const struct kwq_key *k,
+static struct entry *shard_find_slow(struct shard *sh, const struct kwq__key *k,
 				     uintptr_t *way)
 {
 	struct kwq__probe probe;
@@ -493,7 +493,7 @@ static struct entry *shard_find_slow(struct shard *sh, const struct kwq_key *k,
 	return e;
 }
 
-static HOT_INLINE struct entry *shard_find(struct shard *sh, const struct kwq_key *k)
+static HOT_INLINE struct entry *shard_find(struct shard *sh, const struct kwq__key *k)
 {
 	uintptr_t *way = hot_set(sh, k->hash);
 	const uintptr_t tag = HOT_TAG(k->hash);
@@ -555,7 +555,7 @@ static HOT_INLINE void count_add(struct sharded_queue *s, struct shard *sh, stru
 /* ------------------------------------------------------------------------ */
 /* The shard lock                                                            */
 
-#ifdef KWQ_SHARD_LOCK_PTHREAD
+#ifdef KWQ__SHARD_LOCK_PTHREAD
 /*
  * The measurement variant (WHAT THE MEASUREMENTS DECIDED, in the essay): a
  * pthread mutex in place of the spinlock.  Not built by default.
@@ -606,7 +606,7 @@ static inline void shard_lock(struct shard *sh)
 
 static inline void shard_unlock(struct shard *sh)
 {
-	KWQ_YIELD();
+	KWQ__YIELD();
 	/* SHD.L2: pairs with SHD.L1. */
 	atomic_store_explicit(&sh->lock, 0, memory_order_release);
 }
@@ -681,7 +681,7 @@ static struct lane *lane_get(struct sharded_queue *s, int prio)
 		goto out;
 	struct lane_set *set = malloc(sizeof *set + (n + 1) * sizeof set->v[0]);
 	struct lane *nl = aligned_alloc(64, (sizeof *nl + 63) & ~(size_t)63);
-	if (set == NULL || nl == NULL || kwq__ring_init(&nl->ring, KWQ_RING_SEG_DEFAULT) != 0) {
+	if (set == NULL || nl == NULL || kwq__ring_init(&nl->ring, KWQ__RING_SEG_DEFAULT) != 0) {
 		free(set);
 		free(nl);
 		goto out;
@@ -778,7 +778,7 @@ static HOT_INLINE struct entry *take_lane(struct sharded_queue *s, struct lane *
 			return NULL;
 		/* This copy is current and QUEUED iff the word is exactly
 		 * what its put stored: one CAS checks both. */
-		const uint64_t queued = l->tag | p << KWQ_RING_POS_SHIFT;
+		const uint64_t queued = l->tag | p << KWQ__RING_POS_SHIFT;
 		const uint64_t held = (queued & ~ST_MASK) | ST_HELD;
 		uint64_t w = queued;
 		/* SHD.H2: pairs with SHD.H1. */
@@ -863,7 +863,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 		struct shard *sh = &s->shards[i];
 		atomic_init(&sh->lock, 0);
 		sh->sweep_at = s->sweep_min;
-#ifdef KWQ_SHARD_LOCK_PTHREAD
+#ifdef KWQ__SHARD_LOCK_PTHREAD
 		pthread_mutex_init(shard_mutex(sh), NULL);
 #endif
 		if (!ck_hs_init(&sh->set, HS_MODE, kwq__item_hs_hash, kwq__item_hs_compare,
@@ -872,7 +872,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 			goto free_s;
 		}
 	}
-	if (kwq__ring_init(&s->lane0.ring, KWQ_RING_SEG_DEFAULT) != 0) {
+	if (kwq__ring_init(&s->lane0.ring, KWQ__RING_SEG_DEFAULT) != 0) {
 		free_shards(s, n);
 		goto free_s;
 	}
@@ -977,7 +977,7 @@ static void sweep(struct sharded_queue *s, struct shard *sh)
 
 /* A new ABSENT entry for k in its shard's set (under the lock). */
 static struct entry *entry_create(struct sharded_queue *s, struct shard *sh,
-				  const struct kwq_key *k)
+				  const struct kwq__key *k)
 {
 	struct entry *e = entry_new(s, k);
 	if (e == NULL)
@@ -1069,7 +1069,7 @@ static int add_queued(struct sharded_queue *s, struct entry *e, uint64_t w,
 	 */
 	const uint64_t queued = w;
 	const uint64_t to = lane->prio > was ? (w & ~ST_MASK) | ST_MOVING : w;
-	KWQ_YIELD();
+	KWQ__YIELD();
 	/* SHD.H1: pairs with SHD.H2.  Fails only if a get took it meanwhile. */
 	if (!atomic_compare_exchange_strong_explicit(&e->state, &w, to,
 						     memory_order_acq_rel,
@@ -1118,7 +1118,7 @@ static void wait_end(struct entry *e, bool cancel)
 /* add of k, found as e (or NULL), on lane: everything but the common case
  * (under the shard lock, which it releases). */
 static __attribute__((noinline)) int add_locked(struct sharded_queue *s, struct shard *sh,
-						const struct kwq_key *k, struct lane *lane,
+						const struct kwq__key *k, struct lane *lane,
 						struct entry *e)
 {
 	struct lane *l;
@@ -1164,7 +1164,7 @@ static __attribute__((noinline)) int add_locked(struct sharded_queue *s, struct 
 	return rc;
 }
 
-static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
+static int sharded_add(struct kwq *q, const struct kwq__key *k, int prio)
 {
 	struct sharded_queue *s = sq(q);
 	struct shard *sh = shard_of(s, k->hash);
@@ -1186,7 +1186,7 @@ static int sharded_add(struct kwq *q, const struct kwq_key *k, int prio)
 	return add_locked(s, sh, k, lane, e);
 }
 
-static int sharded_add_after(struct kwq *q, const struct kwq_key *k, struct kwq__wait_req *req)
+static int sharded_add_after(struct kwq *q, const struct kwq__key *k, struct kwq__wait_req *req)
 {
 	struct sharded_queue *s = sq(q);
 	struct shard *sh = shard_of(s, k->hash);
@@ -1238,7 +1238,7 @@ static int sharded_add_after(struct kwq *q, const struct kwq_key *k, struct kwq_
 	return rc;
 }
 
-static int sharded_fire(struct kwq *q, struct kwq__wait *w, const struct kwq_key *k, bool drop)
+static int sharded_fire(struct kwq *q, struct kwq__wait *w, const struct kwq__key *k, bool drop)
 {
 	struct sharded_queue *s = sq(q);
 	struct shard *sh = shard_of(s, k->hash);
@@ -1280,7 +1280,7 @@ static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 	struct entry *e = take(s);
 
 	if (e == NULL) {
-		const struct kwq_park_source src = {
+		const struct kwq__park_source src = {
 			.take = take_cb,
 			.pending = pending_cb,
 			.ctx = s,
@@ -1428,7 +1428,7 @@ static void sharded_shutdown(struct kwq *q, bool drain)
 		if (atomic_load_explicit(&s->remaining, memory_order_acquire) == 0 ||
 		    atomic_load_explicit(&s->shutdown_calls, memory_order_relaxed) != calls)
 			return;
-		kwq__futex_wait(&s->drain_seq, seq, KWQ_DEADLINE_NONE);
+		kwq__futex_wait(&s->drain_seq, seq, KWQ__DEADLINE_NONE);
 	}
 }
 
@@ -1462,12 +1462,12 @@ static bool sharded_shutting_down(struct kwq *q)
 	return atomic_load_explicit(&sq(q)->shutdown, memory_order_acquire);
 }
 
-struct kwq_park *kwq__sharded_park(struct kwq *q)
+struct kwq__park *kwq__sharded_park(struct kwq *q)
 {
 	return q->ops == &kwq__sharded_ops ? &sq(q)->park : NULL;
 }
 
-const struct kwq_ops kwq__sharded_ops = {
+const struct kwq__ops kwq__sharded_ops = {
 	.create = sharded_new,
 	.destroy = sharded_destroy,
 	.add = sharded_add,

@@ -170,7 +170,7 @@ end_get:
 	od
 }
 
-/* The timer thread's firing of record r (kwq_ops.fire). */
+/* The timer thread's firing of record r (kwq__ops.fire). */
 inline fire(r) {
 	live[r] = 0;
 #ifdef BROKEN_NO_STALE_CHECK
