@@ -92,19 +92,16 @@
 #include "delay.h"
 
 #include <errno.h>
-#include <linux/futex.h>
 #include <stdbool.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <urcu/wfcqueue.h>
 
 #include "../core/clock.h"
+#include "../core/futex.h"
 #include "../core/inject.h"
 #include "../core/ops.h"
 #include "timeline.h"
@@ -178,16 +175,10 @@ struct kwq__delay {
 	size_t compact_at;              /* compact when tl reaches this size */
 };
 
-static long futex(_Atomic uint32_t *uaddr, int op, uint32_t val,
-		  const struct timespec *ts)
-{
-	return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
-}
-
 static void wake_timer(struct kwq__delay *d)
 {
 	atomic_fetch_add(&d->wake, 1); /* DLY.W1 pairs with DLY.W2 */
-	futex(&d->wake, FUTEX_WAKE_PRIVATE, 1, NULL);
+	kwq__futex_wake(&d->wake, 1);
 }
 
 static void clock_stepped(struct kwq__clock_waiter *w)
@@ -340,20 +331,15 @@ static void *timer_main(void *arg)
 		if (atomic_load(&d->stop))
 			break;
 
-		struct timespec ts, *tsp = NULL;
-		int64_t rel = INT64_MAX;
-		if (!fired || nomem)
-			rel = RETRY_NS;
-		else if (d->clock == NULL && next != INT64_MAX)
-			rel = next - kwq__mono_now();
-		if (rel != INT64_MAX) {
-			if (rel <= 0)
+		int64_t deadline = INT64_MAX;
+		if (!fired || nomem) {
+			deadline = kwq__sat_add(kwq__mono_now(), RETRY_NS);
+		} else if (d->clock == NULL && next != INT64_MAX) {
+			if (next <= kwq__mono_now())
 				continue;
-			ts.tv_sec = (time_t)(rel / 1000000000);
-			ts.tv_nsec = (long)(rel % 1000000000);
-			tsp = &ts;
+			deadline = next;
 		}
-		futex(&d->wake, FUTEX_WAIT_PRIVATE, w, tsp);
+		kwq__futex_wait(&d->wake, w, deadline);
 		/* Awake: callers need not wake us until we publish again. */
 		atomic_store(&d->sleep_until, INT64_MIN);
 	}
