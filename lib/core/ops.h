@@ -18,6 +18,7 @@
 #include "kwq.h"
 #include "key.h"
 #include "wait.h"
+#include "../delay/delay.h"
 
 /* Deadline values for kwq__ops.get. */
 #define KWQ__DEADLINE_NONE INT64_MAX /* block until an item or shutdown */
@@ -39,12 +40,7 @@ struct kwq {
 	kwq_limiter_t *limiter; /* owned: kwq_add_rate_limited and friends */
 	struct kwq__retry_stripe *retries; /* owned, named queues only: the
 	                                      retries_total metric */
-
-	/* Delayed adds (lib/delay): started on first use under delay_lock,
-	 * then read lock-free.  The core initializes these after create. */
-	_Atomic(struct kwq__delay *) delay;
-	pthread_mutex_t delay_lock;
-	bool delay_stopped;     /* under delay_lock: shutdown happened */
+	struct kwq__delays delays; /* lib/delay's: its init and fini */
 };
 
 struct kwq__ops {

@@ -90,9 +90,7 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 		err = errno;
 		goto fail;
 	}
-	atomic_init(&q->delay, NULL);
-	pthread_mutex_init(&q->delay_lock, NULL);
-	q->delay_stopped = false;
+	kwq__delay_init(&q->delays);
 	return q;
 
 fail:
@@ -111,8 +109,7 @@ void kwq_free(kwq_t *q)
 	kwq_limiter_t *limiter = q->limiter;
 	struct kwq__retry_stripe *retries = q->retries;
 	/* The timer thread adds through ops: stop it before the queue goes. */
-	kwq__delay_free(q);
-	pthread_mutex_destroy(&q->delay_lock);
+	kwq__delay_fini(q);
 	q->ops->shutdown(q, false);
 	q->ops->destroy(q);
 	kwq_limiter_free(limiter);

@@ -87,7 +87,7 @@
  * Shutdown: the timer hands every record it holds back through fire with
  * drop set (the implementation clears the key's wait if it is current),
  * then frees it.  Records appended after the thread stopped are handed
- * back and freed the same way by kwq__delay_free().
+ * back and freed the same way by kwq__delay_fini().
  */
 #include "delay.h"
 
@@ -164,7 +164,6 @@ struct kwq__delay {
 	/* written by the timer, per loop */
 	_Atomic int64_t sleep_until __attribute__((aligned(64))); /* DLY.S3 */
 	_Atomic uint32_t wake;          /* futex word (DLY.W1/DLY.W2) */
-	_Atomic bool stop;
 
 	struct kwq__clock_waiter watch; /* fake clocks: step wakes us */
 
@@ -304,7 +303,7 @@ static void *timer_main(void *arg)
 
 	for (;;) {
 		uint32_t w = atomic_load_explicit(&d->wake, memory_order_acquire); /* DLY.W2 */
-		if (atomic_load(&d->stop))
+		if (atomic_load(&d->q->delays.stopped))
 			break;
 		/*
 		 * The clock first, then the inbox: every record appended
@@ -328,7 +327,7 @@ static void *timer_main(void *arg)
 
 		if (atomic_load(&d->enqueued) != d->consumed && !nomem) /* DLY.S4 */
 			continue;
-		if (atomic_load(&d->stop))
+		if (atomic_load(&d->q->delays.stopped))
 			break;
 
 		int64_t deadline = INT64_MAX;
@@ -369,7 +368,6 @@ static struct kwq__delay *delay_start(struct kwq *q)
 	atomic_init(&d->enqueued, 0);
 	atomic_init(&d->sleep_until, INT64_MIN);
 	atomic_init(&d->wake, 0);
-	atomic_init(&d->stop, false);
 	d->compact_at = COMPACT_MIN;
 	if (d->clock != NULL) {
 		d->watch.wake = clock_stepped;
@@ -384,16 +382,24 @@ static struct kwq__delay *delay_start(struct kwq *q)
 	return d;
 }
 
+void kwq__delay_init(struct kwq__delays *ds)
+{
+	atomic_init(&ds->d, NULL);
+	pthread_mutex_init(&ds->lock, NULL);
+	atomic_init(&ds->stopped, false);
+}
+
 /* The queue's delay state, started on first use: NULL with *err set. */
 static struct kwq__delay *delay_get(struct kwq *q, int *err)
 {
+	struct kwq__delays *ds = &q->delays;
 	/* DLY.A1 pairs with DLY.R3: d's fields are initialized before it is seen. */
-	struct kwq__delay *d = atomic_load_explicit(&q->delay, memory_order_acquire);
+	struct kwq__delay *d = atomic_load_explicit(&ds->d, memory_order_acquire);
 	if (d != NULL)
 		return d;
-	pthread_mutex_lock(&q->delay_lock);
-	d = atomic_load_explicit(&q->delay, memory_order_relaxed);
-	if (q->delay_stopped) {
+	pthread_mutex_lock(&ds->lock);
+	d = atomic_load_explicit(&ds->d, memory_order_relaxed);
+	if (atomic_load_explicit(&ds->stopped, memory_order_relaxed)) {
 		*err = -ESHUTDOWN;
 		d = NULL;
 	} else if (d == NULL) {
@@ -401,9 +407,9 @@ static struct kwq__delay *delay_get(struct kwq *q, int *err)
 		if (d == NULL)
 			*err = -ENOMEM;
 		else
-			atomic_store_explicit(&q->delay, d, memory_order_release); /* DLY.R3 */
+			atomic_store_explicit(&ds->d, d, memory_order_release); /* DLY.R3 */
 	}
-	pthread_mutex_unlock(&q->delay_lock);
+	pthread_mutex_unlock(&ds->lock);
 	return d;
 }
 
@@ -439,20 +445,22 @@ int kwq__delay_add(struct kwq *q, const struct kwq__key *k, int64_t delay_ns,
 
 void kwq__delay_stop(struct kwq *q)
 {
-	pthread_mutex_lock(&q->delay_lock);
-	q->delay_stopped = true;
-	struct kwq__delay *d = atomic_load_explicit(&q->delay, memory_order_relaxed);
-	pthread_mutex_unlock(&q->delay_lock);
-	if (d != NULL) {
-		atomic_store(&d->stop, true);
+	struct kwq__delays *ds = &q->delays;
+	pthread_mutex_lock(&ds->lock);
+	/* seq_cst: the timer thread reads it without the lock, before its
+	 * futex sleep, and the wake below follows it. */
+	atomic_store(&ds->stopped, true);
+	struct kwq__delay *d = atomic_load_explicit(&ds->d, memory_order_relaxed);
+	pthread_mutex_unlock(&ds->lock);
+	if (d != NULL)
 		wake_timer(d);
-	}
 }
 
-void kwq__delay_free(struct kwq *q)
+void kwq__delay_fini(struct kwq *q)
 {
 	kwq__delay_stop(q);
-	struct kwq__delay *d = atomic_load_explicit(&q->delay, memory_order_relaxed);
+	struct kwq__delay *d = atomic_load_explicit(&q->delays.d, memory_order_relaxed);
+	pthread_mutex_destroy(&q->delays.lock);
 	if (d == NULL)
 		return;
 	pthread_join(d->thread, NULL);

@@ -5,6 +5,8 @@
 #ifndef KWQ_DELAY_DELAY_H
 #define KWQ_DELAY_DELAY_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -12,6 +14,21 @@
 
 struct kwq;
 struct kwq__delay;
+
+/*
+ * What a queue holds of the delay layer (struct kwq's delays member):
+ * the timer and its inbox start on the first delayed add, under lock, and
+ * are then read lock-free.  stopped is the one stop flag: set at shutdown
+ * under lock, after which nothing starts and the timer thread leaves.
+ */
+struct kwq__delays {
+	_Atomic(struct kwq__delay *) d; /* NULL until the first delayed add */
+	pthread_mutex_t lock;            /* starting and stopping */
+	_Atomic bool stopped;
+};
+
+/* Initialize a queue's delays (nothing started; cannot fail). */
+void kwq__delay_init(struct kwq__delays *ds);
 
 /*
  * kwq_add_after() and friends with delay_ns > 0 on a validated key: the
@@ -29,7 +46,7 @@ int kwq__delay_add(struct kwq *q, const struct kwq__key *k, int64_t delay_ns,
 /* Stop the timer thread and drop every pending delayed add (shutdown). */
 void kwq__delay_stop(struct kwq *q);
 
-/* kwq_free: stop, join and free everything. */
-void kwq__delay_free(struct kwq *q);
+/* kwq_free: stop, join and free everything, and finish q->delays. */
+void kwq__delay_fini(struct kwq *q);
 
 #endif
