@@ -3,8 +3,8 @@
  * util/workqueue Type (queue.go), with controller-runtime's priorities, and
  * the oracle for differential tests.
  *
- * One mutex guards everything; a notify list wakes getters, a condition
- * variable wakes drainers.  The shape is client-go's:
+ * One mutex guards everything; a notify list wakes getters, and drainers
+ * wait as every design's do (core/drain.h).  The shape is client-go's:
  *
  *   queue       items waiting to be handed out: one FIFO per priority level
  *               in use (levels[], highest first), each an intrusive list
@@ -70,12 +70,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <ck_hs.h>
 
 #include "../core/key.h"
 #include "../core/clock.h"
+#include "../core/drain.h"
 #include "../core/futex.h"
 #include "../core/ops.h"
 #include "../metrics/metrics.h"
@@ -126,7 +126,7 @@ struct mutex_queue {
 
 	pthread_mutex_t lock;
 	struct waiter *wait_head, *wait_tail; /* getters waiting, oldest first */
-	pthread_cond_t drained;   /* drainers: empty, or kwq_shutdown */
+	struct kwq__drain drain;  /* drainers: empty, or kwq_shutdown */
 
 	struct level *levels;     /* non-empty levels, highest prio first */
 	size_t nlevels, cap;
@@ -138,7 +138,6 @@ struct mutex_queue {
 	ck_hs_t waiting;
 
 	bool shutting_down;
-	unsigned long shutdown_calls; /* kwq_shutdown() calls: ends drains */
 
 	struct kwq__metrics_block *metrics; /* named queues only, else NULL */
 };
@@ -317,12 +316,8 @@ static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config 
 			kwq__item_hs_compare, &kwq__ck_allocator, HS_INITIAL, base->seed))
 		goto free_processing;
 
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	m->wait_head = m->wait_tail = NULL;
-	pthread_cond_init(&m->drained, &ca);
-	pthread_condattr_destroy(&ca);
+	kwq__drain_init(&m->drain);
 	pthread_mutex_init(&m->lock, NULL);
 	return &m->base;
 
@@ -363,7 +358,6 @@ static void mutex_destroy(struct kwq *q)
 	ck_hs_destroy(&m->processing);
 	ck_hs_destroy(&m->dirty);
 	free(m->levels);
-	pthread_cond_destroy(&m->drained);
 	pthread_mutex_destroy(&m->lock);
 	kwq__metrics_blocks_free(m->metrics);
 	free(m);
@@ -652,6 +646,7 @@ static int mutex_done(struct kwq *q, struct kwq_item *it)
 {
 	struct mutex_queue *m = mq(q);
 	int rc = 0;
+	bool now_drained = false;
 
 	pthread_mutex_lock(&m->lock);
 	if (set_get(&m->processing, it) != it) {
@@ -674,10 +669,11 @@ static int mutex_done(struct kwq *q, struct kwq_item *it)
 		wake_one(m);
 	else if (e->wait == NULL)
 		free(e); /* in no set now (I4); a waiting one stays in waiting */
-	if (m->shutting_down && is_empty(m))
-		pthread_cond_broadcast(&m->drained);
+	now_drained = m->shutting_down && is_empty(m);
 out:
 	pthread_mutex_unlock(&m->lock);
+	if (now_drained)
+		kwq__drain_wake(&m->drain);
 	return rc;
 }
 
@@ -703,22 +699,30 @@ static void mutex_metrics(struct kwq *q, struct kwq_metrics *out, int64_t now)
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* Drained: nothing queued or held (read under the lock every done that
+ * empties the queue holds). */
+static bool drained(void *ctx)
+{
+	struct mutex_queue *m = ctx;
+	pthread_mutex_lock(&m->lock);
+	bool e = is_empty(m);
+	pthread_mutex_unlock(&m->lock);
+	return e;
+}
+
 static void mutex_shutdown(struct kwq *q, bool drain)
 {
 	struct mutex_queue *m = mq(q);
+	uint32_t ticket = kwq__drain_begin(&m->drain);
 
 	pthread_mutex_lock(&m->lock);
 	m->shutting_down = true;
 	wake_all(m);
-	if (!drain) {
-		m->shutdown_calls++;
-		pthread_cond_broadcast(&m->drained);
-	} else {
-		unsigned long calls = m->shutdown_calls;
-		while (!is_empty(m) && m->shutdown_calls == calls)
-			pthread_cond_wait(&m->drained, &m->lock);
-	}
 	pthread_mutex_unlock(&m->lock);
+	if (drain)
+		kwq__drain_wait(&m->drain, ticket, drained, m);
+	else
+		kwq__drain_end(&m->drain);
 }
 
 static bool mutex_shutting_down(struct kwq *q)

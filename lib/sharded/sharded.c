@@ -157,8 +157,8 @@
  *      loads in lane_find, take, pending_cb, len): the lanes are built.
  *   SHD.D1 drain: remaining-- (acq_rel) pairs with SHD.D2 (drainer's load,
  *      acquire): the drainer sees the work done.
- *   The ring's (RING.*) and the park's (PARK.*) are in
- *   ring.c and park.h.
+ *   The ring's (RING.*), the park's (PARK.*) and the drainers' wait
+ *   (DRN.*) are in ring.c, park.h and core/drain.h.
  *
  * Relaxed accesses, and why they are safe:
  *   - state loads and stores under the shard lock: the lock orders them
@@ -262,7 +262,7 @@
 #include "../core/inject.h"
 #include "../core/key.h"
 #include "../core/clock.h"
-#include "../core/futex.h"
+#include "../core/drain.h"
 #include "../core/ops.h"
 #include "../core/park.h"
 #include "../metrics/metrics.h"
@@ -414,8 +414,7 @@ struct sharded_queue {
 	alignas(64) pthread_mutex_t shutdown_lock;
 	_Atomic bool shutdown;
 	_Atomic uint64_t remaining;       /* live entries, counted at shutdown */
-	_Atomic uint32_t drain_seq;       /* futex word for drainers */
-	_Atomic uint32_t shutdown_calls;  /* kwq_shutdown() calls: end drains */
+	struct kwq__drain drain;          /* drainers' waiting (core/drain.h) */
 };
 
 static struct sharded_queue *sq(struct kwq *q)
@@ -613,12 +612,6 @@ static inline void shard_unlock(struct shard *sh)
 #endif
 
 /* ------------------------------------------------------------------------ */
-
-static void drain_wake(struct sharded_queue *s)
-{
-	atomic_fetch_add_explicit(&s->drain_seq, 1, memory_order_seq_cst);
-	kwq__futex_wake(&s->drain_seq, INT_MAX);
-}
 
 static unsigned online_cpus(void)
 {
@@ -885,8 +878,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 	pthread_mutex_init(&s->shutdown_lock, NULL);
 	atomic_init(&s->shutdown, false);
 	atomic_init(&s->remaining, DRAIN_BIAS);
-	atomic_init(&s->drain_seq, 0);
-	atomic_init(&s->shutdown_calls, 0);
+	kwq__drain_init(&s->drain);
 	return &s->base;
 
 free_s:
@@ -1347,7 +1339,7 @@ static __attribute__((noinline)) int done_slow(struct sharded_queue *s, struct s
 	if (put)
 		kwq__park_notify(&s->park);
 	if (last)
-		drain_wake(s);
+		kwq__drain_wake(&s->drain);
 	return rc;
 }
 
@@ -1389,9 +1381,18 @@ static size_t sharded_len(struct kwq *q)
 	return n > 0 ? (size_t)n : 0;
 }
 
+/* Drained: every live entry counted at shutdown is gone. */
+static bool drained(void *ctx)
+{
+	struct sharded_queue *s = ctx;
+	/* SHD.D2: pairs with SHD.D1. */
+	return atomic_load_explicit(&s->remaining, memory_order_acquire) == 0;
+}
+
 static void sharded_shutdown(struct kwq *q, bool drain)
 {
 	struct sharded_queue *s = sq(q);
+	uint32_t ticket = kwq__drain_begin(&s->drain);
 
 	pthread_mutex_lock(&s->shutdown_lock);
 	if (!atomic_load_explicit(&s->shutdown, memory_order_relaxed)) {
@@ -1411,25 +1412,14 @@ static void sharded_shutdown(struct kwq *q, bool drain)
 		/* SHD.D1 */
 		if (atomic_fetch_sub_explicit(&s->remaining, DRAIN_BIAS,
 					      memory_order_acq_rel) == DRAIN_BIAS)
-			drain_wake(s);
+			kwq__drain_wake(&s->drain);
 	}
-	uint32_t calls = atomic_load_explicit(&s->shutdown_calls, memory_order_relaxed);
-	if (!drain)
-		atomic_store_explicit(&s->shutdown_calls, calls + 1, memory_order_relaxed);
 	pthread_mutex_unlock(&s->shutdown_lock);
 
-	if (!drain) {
-		drain_wake(s);
-		return;
-	}
-	for (;;) {
-		uint32_t seq = atomic_load_explicit(&s->drain_seq, memory_order_seq_cst);
-		/* SHD.D2: pairs with SHD.D1. */
-		if (atomic_load_explicit(&s->remaining, memory_order_acquire) == 0 ||
-		    atomic_load_explicit(&s->shutdown_calls, memory_order_relaxed) != calls)
-			return;
-		kwq__futex_wait(&s->drain_seq, seq, KWQ__DEADLINE_NONE);
-	}
+	if (drain)
+		kwq__drain_wait(&s->drain, ticket, drained, s);
+	else
+		kwq__drain_end(&s->drain);
 }
 
 /* Named queues: the shards' blocks, and the held entries' work so far. */
