@@ -27,6 +27,13 @@
  *
  * A call given bad arguments returns -EINVAL and changes nothing.
  *
+ * Memory: a queue holds an entry for every key queued, held or waiting
+ * (about 90 bytes plus the key on the sharded design).  The sharded design
+ * also keeps the entries of keys that went absent, up to 131,072 a queue
+ * (about 10 MB with short keys), so that a key that comes back costs no
+ * allocation; past that each shard frees its absent entries as it goes.
+ * kwq_free frees everything.
+ *
  * Happens-before: everything a thread did before kwq_add(k) happens-before
  * the return of the get that hands out k for the processing that covers that
  * add; everything a worker did before kwq_done() happens-before the next get
@@ -148,11 +155,19 @@ struct kwq_config {
 	                           failure); NULL = the default limiter */
 };
 
+/*
+ * KWQ_CONFIG_INIT is an expression (assign it, pass it); KWQ_CONFIG_INITIALIZER
+ * is the brace form for initializing a declaration, a static one included
+ * (a compound literal is not a constant under -pedantic):
+ *   static struct kwq_config cfg = KWQ_CONFIG_INITIALIZER;
+ */
 #ifdef __cplusplus
-#define KWQ_CONFIG_INIT \
-	(kwq_config{ sizeof(kwq_config), KWQ_IMPL_SHARDED, nullptr, 0, nullptr, nullptr })
+#define KWQ_CONFIG_INITIALIZER \
+	{ sizeof(kwq_config), KWQ_IMPL_SHARDED, nullptr, 0, nullptr, nullptr }
+#define KWQ_CONFIG_INIT (kwq_config KWQ_CONFIG_INITIALIZER)
 #else
-#define KWQ_CONFIG_INIT ((struct kwq_config){ .size = sizeof(struct kwq_config) })
+#define KWQ_CONFIG_INITIALIZER { .size = sizeof(struct kwq_config) }
+#define KWQ_CONFIG_INIT ((struct kwq_config)KWQ_CONFIG_INITIALIZER)
 #endif
 
 /*
@@ -358,10 +373,14 @@ struct kwq_add_opts {
 	int priority;      /* higher is handed out first; default 0 */
 };
 
+/* The expression and the brace form, as KWQ_CONFIG_INIT and
+ * KWQ_CONFIG_INITIALIZER. */
 #ifdef __cplusplus
-#define KWQ_ADD_OPTS_INIT (kwq_add_opts{ sizeof(kwq_add_opts), 0, false, 0 })
+#define KWQ_ADD_OPTS_INITIALIZER { sizeof(kwq_add_opts), 0, false, 0 }
+#define KWQ_ADD_OPTS_INIT (kwq_add_opts KWQ_ADD_OPTS_INITIALIZER)
 #else
-#define KWQ_ADD_OPTS_INIT ((struct kwq_add_opts){ .size = sizeof(struct kwq_add_opts) })
+#define KWQ_ADD_OPTS_INITIALIZER { .size = sizeof(struct kwq_add_opts) }
+#define KWQ_ADD_OPTS_INIT ((struct kwq_add_opts)KWQ_ADD_OPTS_INITIALIZER)
 #endif
 
 /*

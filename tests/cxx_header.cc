@@ -4,8 +4,13 @@
 #include <cerrno>
 #include <cstdio>
 
+static kwq_config static_cfg = KWQ_CONFIG_INITIALIZER;
+static kwq_add_opts static_opts = KWQ_ADD_OPTS_INITIALIZER;
+
 int main()
 {
+	if (static_cfg.size != sizeof static_cfg || static_opts.size != sizeof static_opts)
+		return 1;
 	struct kwq_config cfg = KWQ_CONFIG_INIT;
 	cfg.impl = KWQ_IMPL_MUTEX;
 	kwq_t *q = kwq_new(&cfg);
