@@ -235,8 +235,11 @@ KWQ_API int kwq_add(kwq_t *q, const void *key, size_t len);
  * then.  After shutdown, gets keep handing out queued items; once none is
  * queued they return -ESHUTDOWN at once.  A blocked get is woken by shutdown.
  *
- * Returns 0, -EINVAL (q or item NULL), -ESHUTDOWN.  *item is untouched on
- * error.
+ * Returns 0, -EINVAL (q or item NULL), -ESHUTDOWN, or -ENOMEM on the
+ * mutex design only (its set of held keys could not grow, as client-go's
+ * map insert can fail; the item stays queued at the head and nothing
+ * changes).  The sharded design's get never allocates.  *item is untouched
+ * on error.
  */
 KWQ_API int kwq_get(kwq_t *q, kwq_item_t **item);
 
