@@ -9,6 +9,7 @@
  * and everything the stepping thread did before it.
  */
 #include "clock.h"
+#include "alloc.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -110,7 +111,7 @@ void kwq__metrics_clock_init(void)
 
 kwq_clock_t *kwq_clock_fake_new(int64_t start_ns)
 {
-	kwq_clock_t *c = calloc(1, sizeof *c);
+	kwq_clock_t *c = kwq__calloc(1, sizeof *c);
 	if (c == NULL) {
 		errno = ENOMEM;
 		return NULL;

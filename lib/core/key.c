@@ -8,6 +8,7 @@
  * up of the hash and ck_hs the low ones: both halves are mixed.
  */
 #include "key.h"
+#include "alloc.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -103,7 +104,7 @@ uint64_t kwq__random_seed(void)
 
 void *kwq__entry_new(size_t entry_size, size_t item_offset, const struct kwq__key *k)
 {
-	char *e = calloc(1, entry_size + k->len);
+	char *e = kwq__calloc(1, entry_size + k->len);
 	if (e == NULL)
 		return NULL;
 	struct kwq_item *it = (struct kwq_item *)(void *)(e + item_offset);
@@ -139,14 +140,14 @@ bool kwq__item_hs_compare(const void *a, const void *b)
 
 static void *hs_malloc(size_t n)
 {
-	return malloc(n);
+	return kwq__malloc(n);
 }
 
 static void *hs_realloc(void *p, size_t old, size_t n, bool defer)
 {
 	(void)old;
 	(void)defer;
-	return realloc(p, n);
+	return kwq__realloc(p, n);
 }
 
 /*

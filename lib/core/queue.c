@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../delay/delay.h"
+#include "alloc.h"
 #include "../metrics/metrics.h"
 #include "../ratelimit/limiter.h"
 #include "clock.h"
@@ -80,7 +81,7 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 	}
 	if (c.name != NULL) {
 		kwq__metrics_clock_init(); /* the metrics' timestamps */
-		base.name = strdup(c.name);
+		base.name = kwq__strdup(c.name);
 		base.retries = kwq__retries_new();
 		if (base.name == NULL || base.retries == NULL)
 			goto fail;

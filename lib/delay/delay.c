@@ -90,6 +90,7 @@
  * back and freed the same way by kwq__delay_fini().
  */
 #include "delay.h"
+#include "../core/alloc.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -358,7 +359,7 @@ static struct kwq__delay *delay_start(struct kwq *q)
 {
 	/* 64-byte aligned members: calloc does not promise that alignment. */
 	size_t size = (sizeof(struct kwq__delay) + 63) & ~(size_t)63;
-	struct kwq__delay *d = aligned_alloc(64, size);
+	struct kwq__delay *d = kwq__aligned_alloc(64, size);
 	if (d == NULL)
 		return NULL;
 	memset(d, 0, size);
@@ -373,7 +374,7 @@ static struct kwq__delay *delay_start(struct kwq *q)
 		d->watch.wake = clock_stepped;
 		kwq__clock_watch(d->clock, &d->watch);
 	}
-	if (pthread_create(&d->thread, NULL, timer_main, d) != 0) {
+	if (kwq__thread_create(&d->thread, timer_main, d) != 0) {
 		if (d->clock != NULL)
 			kwq__clock_unwatch(d->clock, &d->watch);
 		delay_destroy(d);

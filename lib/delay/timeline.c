@@ -1,5 +1,6 @@
 /* timeline.c - see timeline.h. */
 #include "timeline.h"
+#include "../core/alloc.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -22,7 +23,7 @@ static struct kwq__tl_entry *run_at(const struct kwq__timeline *t, uint64_t pos)
 static int run_grow(struct kwq__timeline *t)
 {
 	size_t cap = t->run ? (t->run_mask + 1) * 2 : RUN_MIN;
-	struct kwq__tl_entry *v = malloc(cap * sizeof *v);
+	struct kwq__tl_entry *v = kwq__malloc(cap * sizeof *v);
 	if (v == NULL)
 		return -ENOMEM;
 	size_t n = run_len(t);
@@ -39,7 +40,7 @@ static int run_grow(struct kwq__timeline *t)
 static int heap_grow(struct kwq__timeline *t)
 {
 	size_t cap = t->heap_cap ? t->heap_cap * 2 : HEAP_MIN;
-	struct kwq__tl_entry *v = realloc(t->heap, cap * sizeof *v);
+	struct kwq__tl_entry *v = kwq__realloc(t->heap, cap * sizeof *v);
 	if (v == NULL)
 		return -ENOMEM;
 	t->heap = v;

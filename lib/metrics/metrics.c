@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "metrics.h"
+#include "../core/alloc.h"
 
 static_assert(sizeof(struct kwq__metrics_block) % 64 == 0,
 	      "metric blocks must not share lines");
@@ -26,7 +27,7 @@ struct kwq__metrics_block *kwq__metrics_blocks_new(size_t n)
 		return NULL;
 	}
 	struct kwq__metrics_block *b =
-		aligned_alloc(alignof(struct kwq__metrics_block), n * sizeof *b);
+		kwq__aligned_alloc(alignof(struct kwq__metrics_block), n * sizeof *b);
 	if (b == NULL) {
 		errno = ENOMEM;
 		return NULL;
@@ -102,7 +103,7 @@ void kwq__metrics_sum(const struct kwq__metrics_block *blocks, size_t n,
 struct kwq__retry_stripe *kwq__retries_new(void)
 {
 	struct kwq__retry_stripe *r =
-		aligned_alloc(alignof(struct kwq__retry_stripe), KWQ__RETRY_STRIPES * sizeof *r);
+		kwq__aligned_alloc(alignof(struct kwq__retry_stripe), KWQ__RETRY_STRIPES * sizeof *r);
 	if (r == NULL) {
 		errno = ENOMEM;
 		return NULL;

@@ -74,6 +74,7 @@
 #include <ck_hs.h>
 
 #include "../core/key.h"
+#include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/drain.h"
 #include "../core/futex.h"
@@ -203,7 +204,7 @@ static struct level *level_get(struct mutex_queue *m, int prio)
 		return &m->levels[i];
 	if (m->nlevels + m->reserve >= m->cap) { /* I7 */
 		size_t cap = m->cap ? m->cap * 2 : 4;
-		struct level *l = realloc(m->levels, cap * sizeof *l);
+		struct level *l = kwq__realloc(m->levels, cap * sizeof *l);
 		if (l == NULL)
 			return NULL;
 		m->levels = l;
@@ -220,7 +221,7 @@ static int level_reserve(struct mutex_queue *m)
 {
 	if (m->nlevels + m->reserve + 1 > m->cap) {
 		size_t cap = m->cap ? m->cap * 2 : 4;
-		struct level *l = realloc(m->levels, cap * sizeof *l);
+		struct level *l = kwq__realloc(m->levels, cap * sizeof *l);
 		if (l == NULL)
 			return -ENOMEM;
 		m->levels = l;
@@ -297,7 +298,7 @@ static struct kwq_item *set_get(ck_hs_t *s, const void *key)
 static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config *cfg)
 {
 	(void)cfg;
-	struct mutex_queue *m = calloc(1, sizeof *m);
+	struct mutex_queue *m = kwq__calloc(1, sizeof *m);
 	if (m == NULL)
 		goto enomem;
 	m->base = *base;

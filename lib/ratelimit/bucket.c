@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "../core/clock.h"
+#include "../core/alloc.h"
 #include "limiter.h"
 
 struct bucket_limiter {
@@ -141,7 +142,7 @@ kwq_limiter_t *kwq_limiter_bucket(double qps, int burst, kwq_clock_t *clock)
 		errno = EINVAL;
 		return NULL;
 	}
-	struct bucket_limiter *b = malloc(sizeof *b);
+	struct bucket_limiter *b = kwq__malloc(sizeof *b);
 	if (b == NULL) {
 		errno = ENOMEM;
 		return NULL;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "keytable.h"
+#include "../core/alloc.h"
 #include "limiter.h"
 
 struct exponential_limiter {
@@ -75,7 +76,7 @@ kwq_limiter_t *kwq_limiter_exponential(int64_t base_ns, int64_t max_ns)
 		errno = EINVAL;
 		return NULL;
 	}
-	struct exponential_limiter *e = malloc(sizeof *e);
+	struct exponential_limiter *e = kwq__malloc(sizeof *e);
 	if (e == NULL) {
 		errno = ENOMEM;
 		return NULL;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "keytable.h"
+#include "../core/alloc.h"
 #include "limiter.h"
 
 struct fast_slow_limiter {
@@ -64,7 +65,7 @@ kwq_limiter_t *kwq_limiter_fast_slow(int64_t fast_ns, int64_t slow_ns, int max_f
 		errno = EINVAL;
 		return NULL;
 	}
-	struct fast_slow_limiter *f = malloc(sizeof *f);
+	struct fast_slow_limiter *f = kwq__malloc(sizeof *f);
 	if (f == NULL) {
 		errno = ENOMEM;
 		return NULL;

@@ -17,6 +17,7 @@
  * that sees one key come and go does not reallocate on every pair.
  */
 #include "keytable.h"
+#include "../core/alloc.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -98,7 +99,7 @@ static struct slot *lookup(const struct shard *s, uint64_t h, const void *key, s
 /* Move every entry into a table of ncap slots; false (nothing changed) on ENOMEM. */
 static bool resize(struct shard *s, size_t ncap)
 {
-	struct slot *n = calloc(ncap, sizeof *n);
+	struct slot *n = kwq__calloc(ncap, sizeof *n);
 	if (n == NULL)
 		return false;
 	for (size_t i = 0; i < s->cap; i++) {
@@ -135,7 +136,7 @@ static void remove_at(struct shard *s, size_t i)
 
 struct kwq__keytable *kwq__keytable_new(void)
 {
-	struct kwq__keytable *t = aligned_alloc(CACHE_LINE, sizeof *t);
+	struct kwq__keytable *t = kwq__aligned_alloc(CACHE_LINE, sizeof *t);
 	if (t == NULL) {
 		errno = ENOMEM;
 		return NULL;
@@ -186,7 +187,7 @@ int kwq__keytable_bump(struct kwq__keytable *t, const void *key, size_t len)
 			break;
 		/* Allocate outside the lock; the key is looked up again after. */
 		pthread_mutex_unlock(&s->lock);
-		fresh = malloc(sizeof *fresh + len);
+		fresh = kwq__malloc(sizeof *fresh + len);
 		if (fresh == NULL)
 			return -ENOMEM;
 		fresh->count = 1;

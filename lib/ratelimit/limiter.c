@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kwq.h"
+#include "../core/alloc.h"
 #include "limiter.h"
 
 /* Any non-NULL pointer works for a zero-length key. */
@@ -119,7 +120,7 @@ kwq_limiter_t *kwq_limiter_custom(const struct kwq_limiter_ops *ops, void *ctx)
 		errno = EINVAL;
 		return NULL;
 	}
-	struct custom_limiter *c = malloc(sizeof *c);
+	struct custom_limiter *c = kwq__malloc(sizeof *c);
 	if (c == NULL) {
 		/* ctx is ours from here on (the ops are valid), as documented. */
 		if (ops->destroy != NULL)

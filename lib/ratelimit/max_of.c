@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "limiter.h"
+#include "../core/alloc.h"
 
 struct max_of_limiter {
 	struct kwq_limiter base;
@@ -109,7 +110,7 @@ kwq_limiter_t *kwq_limiter_max_of(kwq_limiter_t *const *limiters, size_t n)
 	}
 	if (n > (SIZE_MAX - sizeof(struct max_of_limiter)) / sizeof(kwq_limiter_t *))
 		return fail(limiters, n, ENOMEM);
-	struct max_of_limiter *m = malloc(sizeof *m + n * sizeof(kwq_limiter_t *));
+	struct max_of_limiter *m = kwq__malloc(sizeof *m + n * sizeof(kwq_limiter_t *));
 	if (m == NULL)
 		return fail(limiters, n, ENOMEM);
 	m->base.ops = &max_of_ops;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "limiter.h"
+#include "../core/alloc.h"
 
 struct with_max_wait_limiter {
 	struct kwq_limiter base;
@@ -60,7 +61,7 @@ kwq_limiter_t *kwq_limiter_with_max_wait(kwq_limiter_t *inner, int64_t max_wait_
 		errno = EINVAL;
 		return NULL;
 	}
-	struct with_max_wait_limiter *w = malloc(sizeof *w);
+	struct with_max_wait_limiter *w = kwq__malloc(sizeof *w);
 	if (w == NULL) {
 		kwq_limiter_free(inner);
 		errno = ENOMEM;

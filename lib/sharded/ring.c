@@ -76,6 +76,7 @@
  * for the CAS, which re-reads it).
  */
 #include "ring.h"
+#include "../core/alloc.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -180,7 +181,7 @@ static void seg_discard(struct kwq__ring *r, struct kwq__ring_seg *s)
 
 static struct kwq__ring_seg *seg_alloc(struct kwq__ring *r)
 {
-	struct kwq__ring_seg *s = aligned_alloc(SEG_ALIGN, seg_size(r));
+	struct kwq__ring_seg *s = kwq__aligned_alloc(SEG_ALIGN, seg_size(r));
 	if (s != NULL && (uintptr_t)s >> 48 != 0) { /* does not fit the packed word */
 		free(s);
 		s = NULL;

@@ -260,6 +260,7 @@
 #include <ck_hs.h>
 
 #include "../core/inject.h"
+#include "../core/alloc.h"
 #include "../core/key.h"
 #include "../core/clock.h"
 #include "../core/drain.h"
@@ -672,8 +673,8 @@ static struct lane *lane_get(struct sharded_queue *s, int prio)
 	unsigned n = old ? old->n : 1; /* lane 0 counts */
 	if (n >= LANES_MAX)
 		goto out;
-	struct lane_set *set = malloc(sizeof *set + (n + 1) * sizeof set->v[0]);
-	struct lane *nl = aligned_alloc(64, (sizeof *nl + 63) & ~(size_t)63);
+	struct lane_set *set = kwq__malloc(sizeof *set + (n + 1) * sizeof set->v[0]);
+	struct lane *nl = kwq__aligned_alloc(64, (sizeof *nl + 63) & ~(size_t)63);
 	if (set == NULL || nl == NULL || kwq__ring_init(&nl->ring, KWQ__RING_SEG_DEFAULT) != 0) {
 		free(set);
 		free(nl);
@@ -833,7 +834,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 	unsigned ncpu = online_cpus();
 	unsigned n = shard_count(cfg->shards, ncpu);
 	size_t size = (sizeof(struct sharded_queue) + 63) & ~(size_t)63;
-	struct sharded_queue *s = aligned_alloc(64, size);
+	struct sharded_queue *s = kwq__aligned_alloc(64, size);
 	if (s == NULL)
 		goto enomem;
 	memset(s, 0, size);
@@ -848,7 +849,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 	}
 	s->shard_mask = n - 1; /* n is a power of two, at most 65536 */
 
-	s->shards = aligned_alloc(64, n * sizeof *s->shards);
+	s->shards = kwq__aligned_alloc(64, n * sizeof *s->shards);
 	if (s->shards == NULL)
 		goto free_s;
 	memset(s->shards, 0, n * sizeof *s->shards);
