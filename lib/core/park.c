@@ -26,8 +26,13 @@ enum { W_PARKED = 0, W_WOKEN = 1, W_CLOSED = 2 };
 
 struct kwq__park_waiter {
 	_Atomic uint32_t state;          /* the futex word */
-	struct kwq__park_waiter *prev, *next;
+	struct kwq__dlink link;          /* in p->idle, under p->lock */
 };
+
+static struct kwq__park_waiter *waiter_of(struct kwq__dlink *l)
+{
+	return l == NULL ? NULL : kwq__container_of(l, struct kwq__park_waiter, link);
+}
 
 void kwq__park_init(struct kwq__park *p, unsigned ncpu)
 {
@@ -46,7 +51,7 @@ void kwq__park_init(struct kwq__park *p, unsigned ncpu)
 	 */
 	p->spin_ns = ncpu > 2 ? 2000 : 1000;
 	pthread_mutex_init(&p->lock, NULL);
-	p->idle = NULL;
+	kwq__dlist_init(&p->idle);
 }
 
 void kwq__park_destroy(struct kwq__park *p)
@@ -57,22 +62,13 @@ void kwq__park_destroy(struct kwq__park *p)
 /* Under p->lock. */
 static void idle_push(struct kwq__park *p, struct kwq__park_waiter *w)
 {
-	w->prev = NULL;
-	w->next = p->idle;
-	if (p->idle != NULL)
-		p->idle->prev = w;
-	p->idle = w;
+	kwq__dlist_push_front(&p->idle, &w->link);
 }
 
 /* Under p->lock. */
 static void idle_unlink(struct kwq__park *p, struct kwq__park_waiter *w)
 {
-	if (w->prev != NULL)
-		w->prev->next = w->next;
-	else
-		p->idle = w->next;
-	if (w->next != NULL)
-		w->next->prev = w->prev;
+	kwq__dlist_unlink(&p->idle, &w->link);
 	atomic_fetch_sub_explicit(&p->nidle, 1, memory_order_seq_cst);
 }
 
@@ -87,7 +83,7 @@ void kwq__park_wake(struct kwq__park *p)
 			return; /* its holder looks for work after it */
 		KWQ__YIELD();
 		pthread_mutex_lock(&p->lock);
-		struct kwq__park_waiter *w = p->idle;
+		struct kwq__park_waiter *w = waiter_of(p->idle.head);
 		if (w != NULL) {
 			idle_unlink(p, w);
 			/* PARK.W1: pairs with PARK.W2; hands the token to w. */
@@ -116,7 +112,7 @@ void kwq__park_close(struct kwq__park *p)
 	atomic_store_explicit(&p->closed, true, memory_order_seq_cst);
 	pthread_mutex_lock(&p->lock);
 	struct kwq__park_waiter *w;
-	while ((w = p->idle) != NULL) {
+	while ((w = waiter_of(p->idle.head)) != NULL) {
 		idle_unlink(p, w);
 		/* PARK.W1 */
 		atomic_store_explicit(&w->state, W_CLOSED, memory_order_release);

@@ -43,6 +43,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dlist.h"
+
 struct kwq__park_waiter;
 
 struct kwq__park {
@@ -54,7 +56,7 @@ struct kwq__park {
 	int64_t spin_ns;                /* how long a consumer spins */
 
 	alignas(64) pthread_mutex_t lock;
-	struct kwq__park_waiter *idle;   /* LIFO of parked waiters */
+	struct kwq__dlist idle;          /* parked waiters, newest first */
 	_Atomic uint64_t wakes;         /* futex wakes issued (tests, tuning) */
 };
 

@@ -76,6 +76,7 @@
 #include "../core/key.h"
 #include "../core/alloc.h"
 #include "../core/clock.h"
+#include "../core/dlist.h"
 #include "../core/drain.h"
 #include "../core/futex.h"
 #include "../core/ops.h"
@@ -119,14 +120,14 @@ struct level {
  * under the mutex). */
 struct waiter {
 	_Atomic uint32_t woken;       /* the futex word: 0, or 1 once popped */
-	struct waiter *prev, *next;
+	struct kwq__dlink link;       /* in m->waiters */
 };
 
 struct mutex_queue {
 	struct kwq base;
 
 	pthread_mutex_t lock;
-	struct waiter *wait_head, *wait_tail; /* getters waiting, oldest first */
+	struct kwq__dlist waiters; /* getters waiting, oldest first */
 	struct kwq__drain drain;  /* drainers: empty, or kwq_shutdown */
 
 	struct level *levels;     /* non-empty levels, highest prio first */
@@ -154,33 +155,20 @@ static struct mutex_queue *mq(struct kwq *q)
 static void waiter_push(struct mutex_queue *m, struct waiter *w)
 {
 	atomic_init(&w->woken, 0);
-	w->next = NULL;
-	w->prev = m->wait_tail;
-	if (m->wait_tail != NULL)
-		m->wait_tail->next = w;
-	else
-		m->wait_head = w;
-	m->wait_tail = w;
+	kwq__dlist_push_back(&m->waiters, &w->link);
 }
 
 static void waiter_unlink(struct mutex_queue *m, struct waiter *w)
 {
-	if (w->prev != NULL)
-		w->prev->next = w->next;
-	else
-		m->wait_head = w->next;
-	if (w->next != NULL)
-		w->next->prev = w->prev;
-	else
-		m->wait_tail = w->prev;
+	kwq__dlist_unlink(&m->waiters, &w->link);
 }
 
 /* Wake the oldest waiting getter, if any (cond.Signal). */
 static void wake_one(struct mutex_queue *m)
 {
-	struct waiter *w = m->wait_head;
-	if (w == NULL)
+	if (m->waiters.head == NULL)
 		return;
+	struct waiter *w = kwq__container_of(m->waiters.head, struct waiter, link);
 	waiter_unlink(m, w);
 	/* MTX.W1: pairs with MTX.W2. */
 	atomic_store_explicit(&w->woken, 1, memory_order_release);
@@ -190,7 +178,7 @@ static void wake_one(struct mutex_queue *m)
 /* Wake every waiting getter (cond.Broadcast). */
 static void wake_all(struct mutex_queue *m)
 {
-	while (m->wait_head != NULL)
+	while (m->waiters.head != NULL)
 		wake_one(m);
 }
 
@@ -317,7 +305,7 @@ static struct kwq *mutex_create(const struct kwq *base, const struct kwq_config 
 			kwq__item_hs_compare, &kwq__ck_allocator, HS_INITIAL, base->seed))
 		goto free_processing;
 
-	m->wait_head = m->wait_tail = NULL;
+	kwq__dlist_init(&m->waiters);
 	kwq__drain_init(&m->drain);
 	pthread_mutex_init(&m->lock, NULL);
 	return &m->base;
