@@ -10,6 +10,9 @@
  *   differential --file PATH [--log]          replay an input (a fuzzer's
  *                                             crash or corpus file) and
  *                                             shrink it if it fails
+ *   differential --corpus DIR [--repeat N]    replay every file of a corpus
+ *                                             N times (default 4): one TAP
+ *                                             point per file
  *   differential --mutate NAME ...            a negative control: the model
  *                                             breaks one rule on purpose and
  *                                             the run must fail
@@ -28,6 +31,7 @@
  * of operations removed while it still fails) and its bytes in hex, as
  * TAP diagnostics.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +45,8 @@ struct cfg {
 	unsigned long short_seeds, short_ops;
 	bool one_seed, log;
 	const char *file;
+	const char *corpus;
+	unsigned long repeat;
 	enum diff_mutation mut;
 	unsigned quirks;
 	bool quirks_given;
@@ -188,6 +194,103 @@ static int replay(const uint8_t *buf, size_t n, const struct cfg *c)
 	return rc ? 1 : 0;
 }
 
+/* The whole file, malloc'ed, in *n; NULL (said on stderr) on failure. */
+static uint8_t *read_file(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		perror(path);
+		return NULL;
+	}
+	size_t cap = 1 << 16, len = 0, got;
+	uint8_t *buf = malloc(cap);
+	while (buf != NULL && (got = fread(buf + len, 1, cap - len, f)) > 0) {
+		len += got;
+		if (len == cap) {
+			uint8_t *nb = realloc(buf, cap *= 2);
+			if (nb == NULL)
+				free(buf);
+			buf = nb;
+		}
+	}
+	fclose(f);
+	if (buf == NULL)
+		fprintf(stderr, "%s: out of memory\n", path);
+	*n = len;
+	return buf;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Replay every regular file of dir, each c->repeat times: the timer
+ * threads make a single run of an input timing-dependent (a race shows in
+ * some runs only), so each runs several times.  One TAP point per file,
+ * in name order; the first failing run's log is printed as diagnostics.
+ */
+static int corpus(const char *dir, const struct cfg *c)
+{
+	DIR *d = opendir(dir);
+	if (d == NULL) {
+		perror(dir);
+		return 2;
+	}
+	size_t n = 0, cap = 0;
+	char **names = NULL;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (n == cap) {
+			char **nn = realloc(names, (cap = cap ? 2 * cap : 256) * sizeof *nn);
+			if (nn == NULL)
+				exit(2);
+			names = nn;
+		}
+		if ((names[n] = strdup(de->d_name)) == NULL)
+			exit(2);
+		n++;
+	}
+	closedir(d);
+	qsort(names, n, sizeof *names, name_cmp);
+	printf("1..%zu\n", n);
+	int bad = 0;
+	double t0 = now_s();
+	for (size_t i = 0; i < n; i++) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+		size_t len = 0;
+		uint8_t *buf = read_file(path, &len);
+		int rc = buf == NULL ? 2 : 0;
+		unsigned long r = 0;
+		for (; rc == 0 && r < c->repeat; r++) {
+			struct diff_options o = { .quirks = c->quirks, .mutation = c->mut };
+			rc = diff_run(buf, len, &o);
+		}
+		if (rc == 1) {
+			printf("# %s mismatches in run %lu of %lu:\n", names[i], r, c->repeat);
+			struct diff_options o = {
+				.quirks = c->quirks, .mutation = c->mut, .report = stdout,
+				.prefix = "# ",
+			};
+			diff_run(buf, len, &o);
+		}
+		printf("%s %zu - %s (%zu operations) x %lu\n", rc ? "not ok" : "ok", i + 1,
+		       names[i], len > DIFF_HEADER_BYTES ? (len - DIFF_HEADER_BYTES) / DIFF_OP_BYTES : 0,
+		       c->repeat);
+		fflush(stdout);
+		bad += rc != 0;
+		free(buf);
+		free(names[i]);
+	}
+	free(names);
+	printf("# %zu inputs x %lu runs in %.1f s, %d failed\n", n, c->repeat, now_s() - t0, bad);
+	return bad ? 1 : 0;
+}
+
 static unsigned long num_arg(const char *opt, const char *v)
 {
 	char *end;
@@ -205,6 +308,7 @@ int main(int argc, char **argv)
 	struct cfg c = {
 		.quirks = DIFF_KNOWN_QUIRKS,
 		.seeds = 200, .ops = 300, .first_seed = 1, .short_seeds = 400, .short_ops = 25,
+		.repeat = 4,
 	};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -221,7 +325,8 @@ int main(int argc, char **argv)
 		if (v == NULL) {
 			fprintf(stderr, "usage: %s [--seeds N] [--ops N] [--first-seed S] "
 					"[--short-seeds N] [--short-ops N] [--seed S] [--file PATH] "
-					"[--log] [--mutate NAME] [--list-mutations]\n", argv[0]);
+					"[--corpus DIR] [--repeat N] [--log] [--mutate NAME] "
+					"[--list-mutations]\n", argv[0]);
 			return 2;
 		}
 		i++;
@@ -243,6 +348,10 @@ int main(int argc, char **argv)
 			c.quirks_given = true;
 		} else if (strcmp(a, "--file") == 0) {
 			c.file = v;
+		} else if (strcmp(a, "--corpus") == 0) {
+			c.corpus = v;
+		} else if (strcmp(a, "--repeat") == 0) {
+			c.repeat = num_arg(a, v);
 		} else if (strcmp(a, "--mutate") == 0) {
 			int m;
 			for (m = 1; m < DIFF_MUT_COUNT; m++)
@@ -263,29 +372,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	if (c.corpus != NULL)
+		return corpus(c.corpus, &c);
 	if (c.file != NULL) {
-		FILE *f = fopen(c.file, "rb");
-		if (f == NULL) {
-			perror(c.file);
+		size_t n = 0;
+		uint8_t *buf = read_file(c.file, &n);
+		if (buf == NULL)
 			return 2;
-		}
-		size_t cap = 1 << 16, n = 0;
-		uint8_t *buf = malloc(cap);
-		size_t got;
-		while (buf != NULL && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-			n += got;
-			if (n == cap) {
-				uint8_t *nb = realloc(buf, cap *= 2);
-				if (nb == NULL)
-					free(buf);
-				buf = nb;
-			}
-		}
-		fclose(f);
-		if (buf == NULL) {
-			fprintf(stderr, "out of memory\n");
-			return 2;
-		}
 		int rc = replay(buf, n, &c);
 		free(buf);
 		return rc;
