@@ -246,6 +246,13 @@ KWQ_API int kwq_get(kwq_t *q, kwq_item_t **item);
 /*
  * kwq_try_get - as kwq_get(), but returns -EAGAIN instead of blocking when
  * nothing is queued and the queue is not shutting down.
+ *
+ * On the sharded design a get that runs while other gets do may find
+ * nothing although an item is queued: another get has claimed the item's
+ * place in the queue and not yet taken it (and finds it stale if the item
+ * is raised to a higher priority meanwhile, which puts it back in sight).
+ * The item is not lost: a later get hands it out.  With no other get in
+ * flight, -EAGAIN means nothing was queued.
  */
 KWQ_API int kwq_try_get(kwq_t *q, kwq_item_t **item);
 
@@ -393,6 +400,13 @@ struct kwq_add_opts {
  * after_ns <= 0 and else the lower of the two; a wait <= 0 adds at once,
  * otherwise as kwq_add_after().  Priorities: queued items are handed out
  * highest priority first, FIFO within a priority; kwq_add() is priority 0.
+ * On the sharded design a get looks at one priority at a time, highest
+ * first, and an item is out of sight while an add raises it: so a get
+ * running beside adds may hand out a lower-priority (or later) item than
+ * one queued, at a higher priority, by an add that had not returned when
+ * the get was called or that is raising it.  Items whose adds returned
+ * before the get was called, with no add of them in flight, come out in
+ * the order above.
  *
  *   absent            -> queued at the tail of its priority
  *   queued            -> a higher priority moves it to the tail of that
