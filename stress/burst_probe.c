@@ -116,6 +116,30 @@ static int no_worker_runnable(struct probe *p)
 	return 1;
 }
 
+/* On failure: each worker's state and the system call it sleeps in
+ * (/proc/self/task/TID/syscall: number, then arguments; 202 is futex, its
+ * first argument the word), to tell a parked worker from one waiting on a
+ * lock. */
+static void explain_workers(struct probe *p)
+{
+	for (int i = 0; i < p->workers; i++) {
+		int tid = atomic_load(&p->tid[i]);
+		char path[64], buf[256] = "?";
+		snprintf(path, sizeof path, "/proc/self/task/%d/syscall", tid);
+		FILE *f = fopen(path, "r");
+		if (f != NULL) {
+			if (fgets(buf, sizeof buf, f) == NULL)
+				snprintf(buf, sizeof buf, "?");
+			fclose(f);
+		}
+		buf[strcspn(buf, "\n")] = '\0';
+		fprintf(stderr, "  worker %d: %s, in get since %lld ms, syscall %s\n", i,
+			asleep(tid) ? "asleep" : "runnable",
+			atomic_load(&p->in_get_since[i]) == 0 ? -1LL
+			: (long long)((now_ns() - atomic_load(&p->in_get_since[i])) / 1000000), buf);
+	}
+}
+
 /* Whether a wake token is out (sharded): some woken worker has yet to
  * look for work and will pass the chain on when it does. */
 static int token_out(struct probe *p)
@@ -215,10 +239,12 @@ static int round_run(struct probe *p, long round, long *next_key, long burst, in
 						(long long)((t - idle_from) / 1000000), kwq_len(p->q));
 					if (p->park != NULL)
 						fprintf(stderr, "; park: nidle %u, nspinning %u, "
-							"%llu wakes", atomic_load(&p->park->nidle),
+							"%llu wakes, lock at %p", atomic_load(&p->park->nidle),
 							atomic_load(&p->park->nspinning),
-							(unsigned long long)atomic_load(&p->park->wakes));
+							(unsigned long long)atomic_load(&p->park->wakes),
+							(void *)&p->park->lock);
 					fputc('\n', stderr);
+					explain_workers(p);
 					return 1;
 				}
 			}
