@@ -98,7 +98,7 @@ static int asleep(int tid)
 	snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
 	FILE *f = fopen(path, "r");
 	if (f == NULL)
-		return 1; /* cannot tell: count it */
+		return 0; /* cannot tell (not started: tid 0): do not blame */
 	size_t n = fread(buf, 1, sizeof buf - 1, f);
 	fclose(f);
 	buf[n] = '\0';
@@ -295,7 +295,8 @@ usage:
 	pthread_t t[MAX_WORKERS];
 	struct worker_arg wa[MAX_WORKERS];
 	for (int i = 0; i < workers; i++) {
-		atomic_store(&p.in_get_since[i], now_ns());
+		/* in_get_since stays 0 until the worker itself enters get:
+		 * round 0 waits for every worker to have started and parked. */
 		wa[i] = (struct worker_arg){ &p, i };
 		pthread_create(&t[i], NULL, worker, &wa[i]);
 	}
