@@ -76,7 +76,6 @@ struct op {
 
 struct thread {
 	pthread_t t;
-	int id;
 	int nplan;
 	struct op plan[NOPS];
 	int nh;
@@ -572,7 +571,6 @@ int main(int argc, char **argv)
 	pthread_barrier_init(&start_bar, NULL, NTHREADS + 1);
 	pthread_barrier_init(&end_bar, NULL, NTHREADS + 1);
 	for (int t = 0; t < NTHREADS; t++) {
-		th[t].id = t;
 		pthread_create(&th[t].t, NULL, thread_main, &th[t]);
 	}
 

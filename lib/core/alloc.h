@@ -33,49 +33,38 @@ static inline bool kwq__failpoint(void)
 }
 #endif
 
+/* A failing allocation sets errno as libc's does. */
+static inline bool kwq__alloc_fails(void)
+{
+	if (!kwq__failpoint())
+		return false;
+	errno = ENOMEM;
+	return true;
+}
+
 static inline void *kwq__malloc(size_t n)
 {
-	if (kwq__failpoint()) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	return malloc(n);
+	return kwq__alloc_fails() ? NULL : malloc(n);
 }
 
 static inline void *kwq__calloc(size_t n, size_t size)
 {
-	if (kwq__failpoint()) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	return calloc(n, size);
+	return kwq__alloc_fails() ? NULL : calloc(n, size);
 }
 
 static inline void *kwq__realloc(void *p, size_t n)
 {
-	if (kwq__failpoint()) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	return realloc(p, n);
+	return kwq__alloc_fails() ? NULL : realloc(p, n);
 }
 
 static inline void *kwq__aligned_alloc(size_t align, size_t n)
 {
-	if (kwq__failpoint()) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	return aligned_alloc(align, n);
+	return kwq__alloc_fails() ? NULL : aligned_alloc(align, n);
 }
 
 static inline char *kwq__strdup(const char *s)
 {
-	if (kwq__failpoint()) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	return strdup(s);
+	return kwq__alloc_fails() ? NULL : strdup(s);
 }
 
 /* pthread_create with default attributes: 0 or its error number. */

@@ -1,10 +1,9 @@
 /*
- * failpoint.c - the allocation failpoint of KWQ__FAILPOINTS builds
- * (alloc.h); empty otherwise.
+ * failpoint.c - the allocation failpoint (alloc.h), compiled into the
+ * kwq-failpoints archive only (built with KWQ__FAILPOINTS).
  */
 #include "alloc.h"
 
-#if defined(KWQ__FAILPOINTS) && KWQ__FAILPOINTS
 #include <stdatomic.h>
 
 static _Atomic long seen;         /* allocations since the last arm */
@@ -35,6 +34,3 @@ long kwq__failpoint_count(void)
 {
 	return atomic_load_explicit(&seen, memory_order_relaxed);
 }
-#else
-typedef int kwq__failpoint_unused; /* ISO C wants a declaration */
-#endif
