@@ -66,6 +66,17 @@
  *   kwq_shutdown              any           no
  *   kwq_shutdown_drain        any           yes, until nothing queued or held
  *   kwq_shutting_down         any           no
+ *   kwq_finish                any (*)       no (as kwq_done and the add it
+ *                                           makes; on_give_up as it runs)
+ *   kwq_cancel                any           no (short internal lock)
+ *   kwq_add_many              any           no (as n adds)
+ *   kwq_get_batch             any           up to timeout_ns
+ *   kwq_done_many             any (*)       no (as n dones)
+ *   kwq_shutdown_drain_timeout any          up to timeout_ns
+ *   kwq_item_dirty            any (*)       no
+ *   kwq_workers_start         any           no (starts threads)
+ *   kwq_workers_join          excl (pool)   yes, until the workers exit
+ *   kwq_parallelize           any           yes, until every chunk ran
  *   kwq_limiter_exponential   any           no (allocates)
  *   kwq_limiter_fast_slow     any           no (allocates)
  *   kwq_limiter_bucket        any           no (allocates)
@@ -78,18 +89,22 @@
  *   kwq_limiter_forget        any           no (short internal lock)
  *   kwq_limiter_num_requeues  any           no (short internal lock)
  *   kwq_limiter_free          excl          no
+ *   kwq_limiter_set_max_keys  any           no (short internal locks)
+ *   kwq_limiter               any           no
  *   kwq_metrics_read          any           no (walks the held items under
  *                                           the queue's internal locks)
  *   kwq_metrics_prometheus    any           no (as kwq_metrics_read)
+ *   kwq_metrics_prometheus_all any          no (as kwq_metrics_read)
  *   kwq_clock_now             any           no
  *   kwq_clock_fake_new        any           no
  *   kwq_clock_fake_step       any           no
  *   kwq_clock_free            excl          no
  *   kwq_strerror              any           no
  *
- *   (*) an item handle belongs to the thread holding it: kwq_item_key() and
- *   kwq_done() on one handle must not race each other, and the handle is
- *   invalid once kwq_done() has been called on it.
+ *   (*) an item handle belongs to the thread holding it: kwq_item_key(),
+ *   kwq_item_dirty(), kwq_done() and kwq_finish() on one handle must not
+ *   race each other, and the handle is invalid once kwq_done() (or a
+ *   kwq_finish() that consumed it) has been called on it.
  *
  * Implementations
  * ---------------
@@ -108,6 +123,13 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The version of this header (the library's soname stays libkwq.so.0: 0.2
+ * only adds calls and appends fields). */
+#define KWQ_VERSION_MAJOR 0
+#define KWQ_VERSION_MINOR 2
+#define KWQ_VERSION_PATCH 0
+#define KWQ_VERSION_STRING "0.2.0"
 
 #if defined(__GNUC__) && !defined(KWQ_STATIC_DEFINE)
 #define KWQ_API __attribute__((visibility("default")))
@@ -153,6 +175,11 @@ struct kwq_config {
 	kwq_clock_t *clock;     /* optional, borrowed; NULL = CLOCK_MONOTONIC */
 	kwq_limiter_t *limiter; /* optional, owned from kwq_new on (also on
 	                           failure); NULL = the default limiter */
+	/* 0.2 */
+	int max_attempts;       /* kwq_finish: give up past this many retries;
+	                           0 = never */
+	void (*on_give_up)(void *ctx, const void *key, size_t len); /* optional */
+	void *give_up_ctx;      /* passed to on_give_up */
 };
 
 /*
@@ -163,7 +190,7 @@ struct kwq_config {
  */
 #ifdef __cplusplus
 #define KWQ_CONFIG_INITIALIZER \
-	{ sizeof(kwq_config), KWQ_IMPL_SHARDED, nullptr, 0, nullptr, nullptr }
+	{ sizeof(kwq_config), KWQ_IMPL_SHARDED, nullptr, 0, nullptr, nullptr, 0, nullptr, nullptr }
 #define KWQ_CONFIG_INIT (kwq_config KWQ_CONFIG_INITIALIZER)
 #else
 #define KWQ_CONFIG_INITIALIZER { .size = sizeof(struct kwq_config) }
@@ -174,7 +201,8 @@ struct kwq_config {
  * kwq_new - create a queue.
  *
  * cfg NULL means all defaults (KWQ_IMPL_SHARDED, unnamed, monotonic clock,
- * the default limiter).  cfg is read during the call only; name is copied;
+ * the default limiter, no give-ups).  Fields past cfg->size read as
+ * zero, their defaults.  cfg is read during the call only; name is copied;
  * clock is borrowed and must outlive the queue.  limiter is owned by the
  * queue from the moment cfg->size is validated, and freed on any later
  * failure; NULL builds kwq_limiter_default()'s limiter on the queue's clock.
@@ -182,7 +210,7 @@ struct kwq_config {
  * Errors (NULL returned, errno set):
  *   EINVAL  cfg->size smaller than the first published struct kwq_config
  *           (the limiter is then not taken), an unknown impl, shards >
- *           65536;
+ *           65536, max_attempts < 0;
  *   ENOMEM  allocation failed.
  *
  * shards (KWQ_IMPL_SHARDED only) is the number of lock shards the keys are
@@ -381,12 +409,15 @@ struct kwq_add_opts {
 	int64_t after_ns;  /* > 0: delayed */
 	bool rate_limited; /* also ask the limiter; the lower wait wins */
 	int priority;      /* higher is handed out first; default 0 */
+	/* 0.2 */
+	bool replace;      /* with a wait > 0: a waiting key takes this call's
+	                      ready time and priority (see kwq_add_with) */
 };
 
 /* The expression and the brace form, as KWQ_CONFIG_INIT and
  * KWQ_CONFIG_INITIALIZER. */
 #ifdef __cplusplus
-#define KWQ_ADD_OPTS_INITIALIZER { sizeof(kwq_add_opts), 0, false, 0 }
+#define KWQ_ADD_OPTS_INITIALIZER { sizeof(kwq_add_opts), 0, false, 0, false }
 #define KWQ_ADD_OPTS_INIT (kwq_add_opts KWQ_ADD_OPTS_INITIALIZER)
 #else
 #define KWQ_ADD_OPTS_INITIALIZER { .size = sizeof(struct kwq_add_opts) }
@@ -416,7 +447,14 @@ struct kwq_add_opts {
  *   waiting           -> keeps the earlier ready time and the higher
  *                        priority
  *
- * opts is read during the call only.  Returns as kwq_add_after(), and
+ * replace (with a wait > 0): a waiting key takes this call's ready time and
+ * priority even when they are later or lower; among equal ready times it
+ * counts as a new call setting that time.  An absent or held key becomes
+ * waiting as without it; a queued or held+dirty key is due already and
+ * only its priority may rise, as without it.  With a wait <= 0 replace
+ * changes nothing.
+ *
+ * opts is read during the call only; fields past opts->size read as zero.  Returns as kwq_add_after(), and
  * -EINVAL for opts NULL or opts->size smaller than the first published
  * struct kwq_add_opts.
  */
@@ -428,6 +466,164 @@ KWQ_API int kwq_add_with(kwq_t *q, const void *key, size_t len,
  * NULL).  Never blocks.
  */
 KWQ_API int kwq_item_priority(const kwq_item_t *item);
+
+/* ------------------------------------------------------------------------ */
+/* Finishing work: outcomes and give-ups (0.2)                               */
+
+enum kwq_outcome {
+	KWQ_OK = 0,          /* success: forget the key's failures */
+	KWQ_RETRY = 1,       /* failure: rate-limited retry */
+	KWQ_RETRY_AFTER = 2, /* retry after a given delay; failures kept */
+	KWQ_DROP = 3,        /* stop retrying: forget, cancel the key's wait */
+};
+
+/*
+ * kwq_finish - end the processing of a held item with an outcome: in one
+ * call what a client-go worker does after processing, then kwq_done(item).
+ *
+ *   KWQ_OK           kwq_forget(key);
+ *   KWQ_RETRY        kwq_add_rate_limited(key), or a give-up (below);
+ *   KWQ_RETRY_AFTER  kwq_add_after(key, after_ns): the limiter is not asked
+ *                    and its count not changed (after_ns is read only here;
+ *                    0 adds at once);
+ *   KWQ_DROP         kwq_forget(key), and the key's pending delayed add, if
+ *                    any, is cancelled (kwq_cancel of the wait only).
+ *
+ * In every case a key added again while it was held is queued again by the
+ * done: an add made during processing is never lost.
+ *
+ * Give-up: with kwq_config.max_attempts = m > 0, a KWQ_RETRY of a key whose
+ * limiter count (kwq_num_requeues) is already >= m gives up instead: the
+ * key is forgotten and not retried, the give_ups_total metric grows by
+ * one, and kwq_config.on_give_up (if set) is called once, on the calling
+ * thread, before kwq_finish returns, with give_up_ctx and the key (its
+ * bytes valid during the call; it may call any function of this header on
+ * q but kwq_free, kwq_done and kwq_finish of this item).  A key that fails
+ * every time is processed m + 1 times.  Only kwq_finish (and the worker
+ * pool) applies max_attempts; kwq_add_rate_limited never gives up.  A
+ * give-up needs no add, so it happens the same way after shutdown (and
+ * returns 0).
+ *
+ * Thread safety and blocking as kwq_done and the add it makes (the
+ * limiter's short lock; the callback runs as long as it runs).  The handle
+ * belongs to the caller, as for kwq_done.
+ *
+ * Returns 0; -ESHUTDOWN when the retry was refused because the queue is
+ * shutting down, -ENOMEM when it could not be recorded (the limiter's
+ * table or the delayed add could not allocate): in both the done still
+ * happened.  -EINVAL (q or item NULL, an outcome outside the enum,
+ * after_ns < 0 with KWQ_RETRY_AFTER): nothing happened, the handle is
+ * still held.  Every return but -EINVAL consumes the handle.
+ */
+KWQ_API int kwq_finish(kwq_t *q, kwq_item_t *item, enum kwq_outcome outcome,
+		       int64_t after_ns);
+
+/* ------------------------------------------------------------------------ */
+/* Cancel (0.2)                                                              */
+
+/*
+ * kwq_cancel - remove what is pending for the key:
+ *
+ *   queued                -> absent
+ *   waiting (delayed add) -> its delayed add is dropped
+ *   held+dirty            -> held: the re-queue on done is dropped, and
+ *                            kwq_item_dirty of the handle is false again
+ *   held                  -> unchanged: the item stays with its worker
+ *   absent                -> unchanged
+ *
+ * A held key waiting on a delayed add loses the wait and stays held.  Works
+ * after shutdown too (a running drain then has less to wait for).  Does not
+ * touch the limiter.  Metrics: a removed queued or held+dirty item leaves
+ * depth (-1), a removed wait leaves delayed (-1).
+ *
+ * Decided in the key's critical section, as its adds: an add that returned
+ * before the cancel was called is cancelled, one called after it returned
+ * is not.  On the sharded design a cancelled queued item's place in the
+ * queue is left behind and skipped by the get that reaches it.
+ * Thread-safe; never blocks beyond the key's critical section.
+ *
+ * Returns 1 when something was removed, 0 when nothing was pending, or
+ * -EINVAL (as kwq_add).
+ */
+KWQ_API int kwq_cancel(kwq_t *q, const void *key, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Batches (0.2)                                                             */
+
+struct kwq_key_ref {
+	const void *key;
+	size_t len;
+};
+
+/* A timeout that never expires (kwq_get_batch). */
+#define KWQ_FOREVER INT64_MAX
+
+/*
+ * kwq_add_many - kwq_add_with(q, keys[i].key, keys[i].len, opts) for
+ * i = 0..n-1 in order (opts NULL: kwq_add), each add its own linearization
+ * point, so FIFO follows the array order; faster than n calls (one check
+ * of the arguments, one wake for the whole batch).
+ *
+ * Every key and opts (as kwq_add_with checks it) is checked first: a bad
+ * one gives -EINVAL and nothing is added.  keys is read during the call
+ * only; the key bytes are copied.  Thread-safe; blocks as n adds.
+ *
+ * Returns the number of keys accepted: n on success; when an add part way
+ * fails (-ENOMEM, or a shutdown that happened during the call), the number
+ * accepted before it (< n).  -ESHUTDOWN when shut down before the first
+ * add, -ENOMEM when the first add failed.  n == 0 returns 0 (keys may then
+ * be NULL).  -EINVAL also for q NULL, keys NULL with n > 0, n > INT_MAX.
+ */
+KWQ_API int kwq_add_many(kwq_t *q, const struct kwq_key_ref *keys, size_t n,
+			 const struct kwq_add_opts *opts);
+
+/*
+ * kwq_get_batch - wait until at least one item is queued (at most
+ * timeout_ns on CLOCK_MONOTONIC; <= 0 does not wait; KWQ_FOREVER waits as
+ * kwq_get, for an item or shutdown), then take up to max queued items
+ * exactly as that many consecutive gets would (priority, then FIFO), and
+ * return how many it took, their handles in items[0..count-1].  Never
+ * waits for a second item.  Each handle is held as one from kwq_get.
+ *
+ * Returns the count (1..max), or -EINVAL (q or items NULL, max == 0),
+ * -EAGAIN (did not wait, nothing queued), -ETIMEDOUT, -ESHUTDOWN (shut
+ * down, nothing queued), -ENOMEM (mutex design, as kwq_get, for the first
+ * item only: a later one that cannot be taken ends the batch).  items is
+ * untouched on error.  Counts in max > INT_MAX are taken as INT_MAX.
+ */
+KWQ_API int kwq_get_batch(kwq_t *q, kwq_item_t **items, size_t max, int64_t timeout_ns);
+
+/*
+ * kwq_done_many - kwq_done of each handle in order.  Every handle is
+ * checked for NULL first (-EINVAL, none done).  Each must be held and
+ * listed once (as for kwq_done; anything else is undefined).  Returns 0,
+ * or -EINVAL (q NULL, items NULL with n > 0, a NULL handle).  n == 0
+ * returns 0.  Never fails once its arguments are valid.
+ */
+KWQ_API int kwq_done_many(kwq_t *q, kwq_item_t *const *items, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Draining with a deadline, the dirty signal (0.2)                          */
+
+/*
+ * kwq_shutdown_drain_timeout - as kwq_shutdown_drain, but waits at most
+ * timeout_ns on CLOCK_MONOTONIC (<= 0: does not wait).  The queue is shut
+ * down either way.
+ *
+ * Returns 0 when drained (or a kwq_shutdown ended the wait), -ETIMEDOUT
+ * otherwise, -EINVAL for q NULL.
+ */
+KWQ_API int kwq_shutdown_drain_timeout(kwq_t *q, int64_t timeout_ns);
+
+/*
+ * kwq_item_dirty - true when the held item's key has been added again
+ * since this handle was handed out (it is held+dirty and will be handed out
+ * again after done), so that a worker can give up work that is already
+ * stale.  A delayed add counts once the timer has applied it (it came due
+ * and was added).  Never blocks (one load); false when q or item is NULL.
+ * The handle's owner may call it at any time before its done.
+ */
+KWQ_API bool kwq_item_dirty(kwq_t *q, const kwq_item_t *item);
 
 /* ------------------------------------------------------------------------ */
 /* Rate limiters (client-go RateLimiter family)                              */
@@ -569,6 +765,31 @@ KWQ_API int kwq_limiter_num_requeues(kwq_limiter_t *l, const void *key,
 KWQ_API void kwq_limiter_free(kwq_limiter_t *l);
 
 /*
+ * kwq_limiter_set_max_keys - cap how many keys a per-key limiter remembers
+ * (exponential, fast_slow, and the children of max_of and with_max_wait);
+ * 0 = unlimited, the default (0.2).
+ *
+ * When a failure of a key the limiter does not remember would pass the
+ * cap, the key whose last failure is the oldest is forgotten first (its
+ * count goes back to 0); a cap below the number of keys remembered
+ * forgets the oldest at once.  Each eviction is O(1).  max_of and
+ * with_max_wait pass the cap to their children and skip custom ones.  The
+ * bucket remembers no keys (0, no effect).  Thread-safe: may run beside
+ * when, forget and num_requeues; with a cap set, a failure of a new key
+ * and an eviction also take one limiter-wide lock.
+ *
+ * Returns 0, -EINVAL (l NULL), -ENOTSUP (l is a custom limiter).
+ */
+KWQ_API int kwq_limiter_set_max_keys(kwq_limiter_t *l, size_t max_keys);
+
+/*
+ * kwq_limiter - the queue's limiter (the one given in kwq_config, or the
+ * default one), borrowed: the queue owns it and frees it in kwq_free.
+ * NULL for q NULL.  Never blocks (0.2).
+ */
+KWQ_API kwq_limiter_t *kwq_limiter(kwq_t *q);
+
+/*
  * struct kwq_limiter_ops - the callbacks of a custom limiter.  Set size to
  * sizeof(struct kwq_limiter_ops).  when is required; the others may be
  * NULL (forget does nothing, num_requeues is 0, nothing to destroy).
@@ -627,6 +848,11 @@ KWQ_API kwq_limiter_t *kwq_limiter_custom(const struct kwq_limiter_ops *ops,
  *                     their get.
  *   longest_running_processor_seconds
  *                     at the read: the largest of those.
+ *   delayed           keys waiting on a delayed add (what kwq_len leaves
+ *                     out): +1 when a key starts waiting, -1 when its wait
+ *                     ends (it fired, an add or kwq_cancel ended it, or
+ *                     shutdown dropped it) (0.2).
+ *   give_ups_total    give-ups of kwq_config.max_attempts (kwq_finish) (0.2).
  *
  * Histogram buckets are cumulative, as in Prometheus: le[i] counts the
  * observations <= 10^(i+1) ns (1e-8 s, 1e-7 s, ... 1e1 s); count is the
@@ -653,6 +879,9 @@ struct kwq_metrics {
 	double unfinished_work_seconds;      /* workqueue_unfinished_work_seconds */
 	/* workqueue_longest_running_processor_seconds */
 	double longest_running_processor_seconds;
+	/* 0.2 */
+	int64_t delayed;                     /* workqueue_delayed_items */
+	uint64_t give_ups_total;             /* workqueue_give_ups_total */
 };
 
 /*
@@ -686,6 +915,9 @@ KWQ_API int kwq_metrics_read(kwq_t *q, struct kwq_metrics *m);
  *   workqueue_unfinished_work_seconds,
  *   workqueue_work_duration_seconds (histogram, the same buckets).
  *
+ * followed by the two families of 0.2: workqueue_delayed_items (gauge) and
+ * workqueue_give_ups_total (counter).
+ *
  * Counts are written as integers, seconds as Go's Prometheus client writes
  * a float (shortest round-trip digits: 7.5e-05, 0.001, 2.5).  Each line
  * ends in '\n'.  The text does not depend on the locale.
@@ -701,6 +933,83 @@ KWQ_API int kwq_metrics_read(kwq_t *q, struct kwq_metrics *m);
  * -EOVERFLOW (the text would be longer than INT_MAX bytes).
  */
 KWQ_API int kwq_metrics_prometheus(kwq_t *q, char *buf, size_t cap);
+
+/*
+ * kwq_metrics_prometheus_all - one exposition for several queues, for a
+ * service's single /metrics endpoint (the text format allows each family
+ * once per scrape): every family's # HELP and # TYPE once, followed by the
+ * series of every named queue in array order (unnamed queues and NULL
+ * entries are skipped), families in the order kwq_metrics_prometheus
+ * writes them (0.2).  kwq_metrics_prometheus(q, buf, cap) writes exactly
+ * what kwq_metrics_prometheus_all(&q, 1, buf, cap) writes.  queues is read
+ * during the call only.  Thread-safe; blocks as kwq_metrics_read on each.
+ *
+ * Returns as kwq_metrics_prometheus (the bytes needed, as snprintf; 0 when
+ * no queue is named), or -EINVAL (queues NULL with n > 0, buf NULL with
+ * cap > 0, two named queues with the same name: duplicate series make a
+ * scrape invalid), -EOVERFLOW.
+ */
+KWQ_API int kwq_metrics_prometheus_all(kwq_t *const *queues, size_t n, char *buf,
+				       size_t cap);
+
+/* ------------------------------------------------------------------------ */
+/* Worker pool and parallelize (0.2)                                          */
+
+/*
+ * The work function of a pool: process the held item (read its key with
+ * kwq_item_key) and return the outcome; for KWQ_RETRY_AFTER set *after_ns
+ * (0 on every call; a negative value counts as 0).  It must not call
+ * kwq_done or kwq_finish on the item; an outcome outside the enum is taken
+ * as KWQ_RETRY.
+ */
+typedef enum kwq_outcome (*kwq_work_fn)(void *ctx, kwq_item_t *item, int64_t *after_ns);
+typedef struct kwq_workers kwq_workers_t;
+
+/*
+ * kwq_workers_start - start n threads, each looping: kwq_get; outcome =
+ * fn(ctx, item, &after_ns); kwq_finish(q, item, outcome, after_ns); until
+ * the get answers -ESHUTDOWN (the queue is shut down and nothing is
+ * queued).  (A mutex-design get that fails for memory is retried after a
+ * millisecond.)  q must outlive the pool (kwq_workers_join before
+ * kwq_free).  fn runs on the pool's threads, concurrently with itself for
+ * different keys.
+ *
+ * Returns the pool, or NULL with errno EINVAL (q or fn NULL, n 0 or above
+ * 1024), EAGAIN (a thread could not be created: the started ones were
+ * stopped and joined before they got anything; the queue is not shut
+ * down), ENOMEM.
+ */
+KWQ_API kwq_workers_t *kwq_workers_start(kwq_t *q, unsigned n, kwq_work_fn fn, void *ctx);
+
+/*
+ * kwq_workers_join - wait until every worker of the pool has exited (they
+ * exit once the queue is shut down and nothing is queued), join them, free
+ * the pool.  Blocks until then; does not shut the queue down.  The usual
+ * ending: kwq_shutdown_drain(q); kwq_workers_join(w); kwq_free(q).
+ * Exclusive on w: one join per pool.
+ *
+ * Returns 0, or -EINVAL (w NULL).
+ */
+KWQ_API int kwq_workers_join(kwq_workers_t *w);
+
+/*
+ * kwq_parallelize - call fn(ctx, i) once for every piece i in
+ * 0..pieces-1 on at most `workers` threads (never more threads than
+ * chunks; the calling thread is one of them), each taking `chunk`
+ * consecutive pieces at a time (chunk 0 = 1) (client-go ParallelizeUntil).
+ * When cancelled is set it is called with ctx before each chunk, the first
+ * included; once it returns true no further chunk starts (a chunk that
+ * started runs to its end).  fn and cancelled run concurrently on several
+ * threads.  Blocks until every started chunk has ended and the threads it
+ * made are joined.  Threads that cannot be created are done without: the
+ * pieces run on the threads that could be.
+ *
+ * Returns 0 when every piece ran, -ECANCELED otherwise, -EINVAL (workers
+ * == 0, fn NULL).
+ */
+KWQ_API int kwq_parallelize(unsigned workers, size_t pieces, size_t chunk,
+			    void (*fn)(void *ctx, size_t piece), void *ctx,
+			    bool (*cancelled)(void *ctx));
 
 /* ------------------------------------------------------------------------ */
 /* Clocks                                                                    */

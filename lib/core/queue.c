@@ -213,6 +213,11 @@ int kwq_num_requeues(kwq_t *q, const void *key, size_t len)
 	return kwq_limiter_num_requeues(q->limiter, key, len);
 }
 
+kwq_limiter_t *kwq_limiter(kwq_t *q)
+{
+	return q == NULL ? NULL : q->limiter;
+}
+
 int kwq_item_priority(const kwq_item_t *item)
 {
 	return item == NULL ? 0 : item->priority;
