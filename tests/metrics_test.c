@@ -830,6 +830,8 @@ static void t_read_size(void)
 			offsetof(struct kwq_metrics, work_duration),
 			offsetof(struct kwq_metrics, unfinished_work_seconds),
 			offsetof(struct kwq_metrics, longest_running_processor_seconds),
+			offsetof(struct kwq_metrics, delayed),
+			offsetof(struct kwq_metrics, give_ups_total),
 			sizeof(struct kwq_metrics),
 		};
 		for (size_t e = 0; e < sizeof ends / sizeof ends[0]; e++)

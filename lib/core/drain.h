@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "futex.h"
 
 struct kwq__drain {
@@ -62,19 +63,23 @@ static inline uint32_t kwq__drain_begin(struct kwq__drain *dr)
 
 /*
  * Block until empty(ctx) holds or a plain shutdown came after
- * kwq__drain_begin gave ends.  empty() reads the queue's state with an
- * acquire (or under the lock its emptier holds): the futex's own check of
- * seq closes the window between the two loads below and the sleep.
+ * kwq__drain_begin gave ends (true), or until the absolute CLOCK_MONOTONIC
+ * deadline passed (false; INT64_MAX: none).  empty() reads the queue's
+ * state with an acquire (or under the lock its emptier holds): the futex's
+ * own check of seq closes the window between the two loads below and the
+ * sleep.
  */
-static inline void kwq__drain_wait(struct kwq__drain *dr, uint32_t ends,
-				   bool (*empty)(void *ctx), void *ctx)
+static inline bool kwq__drain_wait(struct kwq__drain *dr, uint32_t ends,
+				   bool (*empty)(void *ctx), void *ctx, int64_t deadline)
 {
 	for (;;) {
 		/* DRN.W2: pairs with DRN.W1. */
 		uint32_t seq = atomic_load_explicit(&dr->seq, memory_order_seq_cst);
 		if (empty(ctx) || atomic_load_explicit(&dr->ends, memory_order_seq_cst) != ends)
-			return;
-		kwq__futex_wait(&dr->seq, seq, INT64_MAX);
+			return true;
+		if (deadline != INT64_MAX && kwq__mono_now() >= deadline)
+			return false;
+		kwq__futex_wait(&dr->seq, seq, deadline);
 	}
 }
 

@@ -41,6 +41,11 @@ struct kwq {
 	struct kwq__retry_stripe *retries; /* owned, named queues only: the
 	                                      retries_total metric */
 	struct kwq__delays delays; /* lib/delay's: its init and fini */
+	/* kwq_finish's give-ups (kwq_config, 0.2) */
+	int max_attempts;          /* 0: never give up */
+	void (*on_give_up)(void *ctx, const void *key, size_t len);
+	void *give_up_ctx;
+	_Atomic uint64_t give_ups; /* give_ups_total (named queues) */
 };
 
 struct kwq__ops {
@@ -121,8 +126,25 @@ struct kwq__ops {
 	 */
 	void (*metrics)(struct kwq *q, struct kwq_metrics *m, int64_t now);
 
-	/* Refuse adds and wake all getters; drain: then wait as documented. */
-	void (*shutdown)(struct kwq *q, bool drain);
+	/*
+	 * kwq_cancel() (wait_only false): queued -> absent, held+dirty ->
+	 * held (its re-queue and whatever was secured for it released), a
+	 * wait dropped; held and absent unchanged.  wait_only (kwq_finish's
+	 * KWQ_DROP): only the wait.  In the key's critical section; never
+	 * allocates, works after shutdown.  1 when something was removed,
+	 * else 0.
+	 */
+	int (*cancel)(struct kwq *q, const struct kwq__key *key, bool wait_only);
+
+	/* kwq_item_dirty() on a held, non-NULL handle: held+dirty?  No lock. */
+	bool (*item_dirty)(struct kwq *q, const struct kwq_item *item);
+
+	/*
+	 * Refuse adds and wake all getters; drain: then wait as documented,
+	 * until the absolute CLOCK_MONOTONIC deadline (INT64_MAX: none).
+	 * 0, or -ETIMEDOUT when a drain's deadline passed first.
+	 */
+	int (*shutdown)(struct kwq *q, bool drain, int64_t deadline);
 
 	bool (*shutting_down)(struct kwq *q);
 };

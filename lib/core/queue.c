@@ -70,8 +70,11 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 	default:
 		goto fail;
 	}
-	if (c.shards > KWQ__SHARDS_MAX)
+	if (c.shards > KWQ__SHARDS_MAX || c.max_attempts < 0)
 		goto fail;
+	base.max_attempts = c.max_attempts;
+	base.on_give_up = c.on_give_up;
+	base.give_up_ctx = c.give_up_ctx;
 
 	err = ENOMEM;
 	if (base.limiter == NULL) {
@@ -92,6 +95,7 @@ kwq_t *kwq_new(const struct kwq_config *cfg)
 		goto fail;
 	}
 	kwq__delay_init(&q->delays);
+	atomic_init(&q->give_ups, 0);
 	return q;
 
 fail:
@@ -111,7 +115,7 @@ void kwq_free(kwq_t *q)
 	struct kwq__retry_stripe *retries = q->retries;
 	/* The timer thread adds through ops: stop it before the queue goes. */
 	kwq__delay_fini(q);
-	q->ops->shutdown(q, false);
+	q->ops->shutdown(q, false, KWQ__DEADLINE_NONE);
 	q->ops->destroy(q);
 	kwq_limiter_free(limiter);
 	kwq__retries_free(retries);
@@ -135,13 +139,14 @@ int kwq_add(kwq_t *q, const void *key, size_t len)
 	return add_now(q, &k, 0);
 }
 
-static int add_delayed(kwq_t *q, const struct kwq__key *k, int64_t delay_ns, int prio)
+static int add_delayed(kwq_t *q, const struct kwq__key *k, int64_t delay_ns, int prio,
+		       bool replace)
 {
 	if (delay_ns <= 0)
 		return add_now(q, k, prio);
 	if (q->ops->shutting_down(q))
 		return -ESHUTDOWN;
-	return kwq__delay_add(q, k, delay_ns, prio, false);
+	return kwq__delay_add(q, k, delay_ns, prio, replace);
 }
 
 /* An accepted retry of a named queue (client-go counts it in AddAfter);
@@ -159,7 +164,7 @@ int kwq_add_after(kwq_t *q, const void *key, size_t len, int64_t delay_ns)
 	int rc = key_check(q, key, len, &k);
 	if (rc != 0)
 		return rc;
-	return count_retry(q, &k, add_delayed(q, &k, delay_ns, 0));
+	return count_retry(q, &k, add_delayed(q, &k, delay_ns, 0, false));
 }
 
 int kwq_add_rate_limited(kwq_t *q, const void *key, size_t len)
@@ -172,7 +177,35 @@ int kwq_add_rate_limited(kwq_t *q, const void *key, size_t len)
 	int64_t wait = kwq_limiter_when(q->limiter, key, len);
 	if (wait < 0)
 		return (int)wait;
-	return count_retry(q, &k, add_delayed(q, &k, wait, 0));
+	return count_retry(q, &k, add_delayed(q, &k, wait, 0, false));
+}
+
+/* Fields of struct kwq_add_opts past the caller's size read as zero. */
+#define OPTS_HAS(o, f) ((o)->size >= offsetof(struct kwq_add_opts, f) + sizeof((o)->f))
+
+static bool opts_valid(const struct kwq_add_opts *opts)
+{
+	return opts != NULL && opts->size >= KWQ_ADD_OPTS_SIZE_V1;
+}
+
+/* kwq_add_with on a checked key and valid opts. */
+static int add_with(kwq_t *q, const struct kwq__key *k, const struct kwq_add_opts *opts)
+{
+	int64_t wait = opts->after_ns > 0 ? opts->after_ns : 0;
+	if (opts->rate_limited) {
+		/* controller-runtime: the limiter's wait when no delay was
+		 * asked, else the lower of the two */
+		int64_t w = kwq_limiter_when(q->limiter, k->bytes, k->len);
+		if (w < 0)
+			return (int)w;
+		if (wait == 0 || w < wait)
+			wait = w;
+	}
+	bool replace = OPTS_HAS(opts, replace) && opts->replace;
+	int rc = add_delayed(q, k, wait, opts->priority, replace);
+	if (opts->after_ns > 0 || opts->rate_limited)
+		count_retry(q, k, rc);
+	return rc;
 }
 
 int kwq_add_with(kwq_t *q, const void *key, size_t len, const struct kwq_add_opts *opts)
@@ -181,22 +214,39 @@ int kwq_add_with(kwq_t *q, const void *key, size_t len, const struct kwq_add_opt
 	int rc = key_check(q, key, len, &k);
 	if (rc != 0)
 		return rc;
-	if (opts == NULL || opts->size < KWQ_ADD_OPTS_SIZE_V1)
+	if (!opts_valid(opts))
 		return -EINVAL;
-	int64_t wait = opts->after_ns > 0 ? opts->after_ns : 0;
-	if (opts->rate_limited) {
-		/* controller-runtime: the limiter's wait when no delay was
-		 * asked, else the lower of the two */
-		int64_t w = kwq_limiter_when(q->limiter, key, len);
-		if (w < 0)
-			return (int)w;
-		if (wait == 0 || w < wait)
-			wait = w;
+	return add_with(q, &k, opts);
+}
+
+int kwq_add_many(kwq_t *q, const struct kwq_key_ref *keys, size_t n,
+		 const struct kwq_add_opts *opts)
+{
+	struct kwq__key k;
+
+	if (q == NULL || (keys == NULL && n > 0) || n > INT_MAX ||
+	    (opts != NULL && !opts_valid(opts)))
+		return -EINVAL;
+	/* Every key first: a bad one adds nothing. */
+	for (size_t i = 0; i < n; i++)
+		if ((keys[i].key == NULL && keys[i].len > 0) || keys[i].len > KWQ_KEY_MAX)
+			return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		key_check(q, keys[i].key, keys[i].len, &k);
+		int rc = opts == NULL ? add_now(q, &k, 0) : add_with(q, &k, opts);
+		if (rc < 0)
+			return i > 0 ? (int)i : rc;
 	}
-	rc = add_delayed(q, &k, wait, opts->priority);
-	if (opts->after_ns > 0 || opts->rate_limited)
-		count_retry(q, &k, rc);
-	return rc;
+	return (int)n;
+}
+
+int kwq_cancel(kwq_t *q, const void *key, size_t len)
+{
+	struct kwq__key k;
+	int rc = key_check(q, key, len, &k);
+	if (rc != 0)
+		return rc;
+	return q->ops->cancel(q, &k, false);
 }
 
 int kwq_forget(kwq_t *q, const void *key, size_t len)
@@ -266,6 +316,98 @@ int kwq_done(kwq_t *q, kwq_item_t *item)
 	return q->ops->done(q, item);
 }
 
+int kwq_done_many(kwq_t *q, kwq_item_t *const *items, size_t n)
+{
+	if (q == NULL || (items == NULL && n > 0))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (items[i] == NULL)
+			return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		q->ops->done(q, items[i]);
+	return 0;
+}
+
+int kwq_get_batch(kwq_t *q, kwq_item_t **items, size_t max, int64_t timeout_ns)
+{
+	if (q == NULL || items == NULL || max == 0)
+		return -EINVAL;
+	if (max > INT_MAX)
+		max = INT_MAX;
+	int64_t deadline = timeout_ns == KWQ_FOREVER ? KWQ__DEADLINE_NONE
+			 : timeout_ns <= 0 ? KWQ__DEADLINE_POLL
+					   : kwq__sat_add(kwq__mono_now(), timeout_ns);
+	int rc = q->ops->get(q, &items[0], deadline);
+	if (rc != 0)
+		return rc == -ETIMEDOUT && deadline == KWQ__DEADLINE_POLL ? -EAGAIN : rc;
+	/* The rest as consecutive gets that do not wait. */
+	size_t n = 1;
+	while (n < max && q->ops->get(q, &items[n], KWQ__DEADLINE_POLL) == 0)
+		n++;
+	return (int)n;
+}
+
+bool kwq_item_dirty(kwq_t *q, const kwq_item_t *item)
+{
+	return q != NULL && item != NULL && q->ops->item_dirty(q, item);
+}
+
+/* A KWQ_RETRY: the rate-limited add, or the give-up of max_attempts. */
+static int finish_retry(kwq_t *q, const struct kwq__key *k)
+{
+	if (q->max_attempts > 0 &&
+	    kwq_limiter_num_requeues(q->limiter, k->bytes, k->len) >= q->max_attempts) {
+		kwq_limiter_forget(q->limiter, k->bytes, k->len);
+		if (q->name != NULL)
+			atomic_fetch_add_explicit(&q->give_ups, 1, memory_order_relaxed);
+		if (q->on_give_up != NULL)
+			q->on_give_up(q->give_up_ctx, k->bytes, k->len);
+		return 0;
+	}
+	int64_t wait = kwq_limiter_when(q->limiter, k->bytes, k->len);
+	if (wait < 0)
+		return (int)wait;
+	return count_retry(q, k, add_delayed(q, k, wait, 0, false));
+}
+
+int kwq_finish(kwq_t *q, kwq_item_t *item, enum kwq_outcome outcome, int64_t after_ns)
+{
+	if (q == NULL || item == NULL)
+		return -EINVAL;
+	switch ((int)outcome) {
+	case KWQ_OK:
+	case KWQ_RETRY:
+	case KWQ_DROP:
+		break;
+	case KWQ_RETRY_AFTER:
+		if (after_ns < 0)
+			return -EINVAL;
+		break;
+	default:
+		return -EINVAL;
+	}
+	/* The key as the handle holds it: valid until the done below. */
+	const struct kwq__key k = { .bytes = item->bytes, .len = item->len, .hash = item->hash };
+	int rc = 0;
+	switch ((int)outcome) {
+	case KWQ_OK:
+		kwq_limiter_forget(q->limiter, k.bytes, k.len);
+		break;
+	case KWQ_RETRY:
+		rc = finish_retry(q, &k);
+		break;
+	case KWQ_RETRY_AFTER:
+		rc = count_retry(q, &k, add_delayed(q, &k, after_ns, 0, false));
+		break;
+	default: /* KWQ_DROP: the wait only; an add made while held stays */
+		kwq_limiter_forget(q->limiter, k.bytes, k.len);
+		q->ops->cancel(q, &k, true);
+		break;
+	}
+	q->ops->done(q, item); /* never fails on a held handle */
+	return rc < 0 ? rc : 0;
+}
+
 size_t kwq_len(kwq_t *q)
 {
 	return q == NULL ? 0 : q->ops->len(q);
@@ -276,7 +418,7 @@ void kwq_shutdown(kwq_t *q)
 	if (q == NULL)
 		return;
 	kwq__delay_stop(q);
-	q->ops->shutdown(q, false);
+	q->ops->shutdown(q, false, KWQ__DEADLINE_NONE);
 }
 
 void kwq_shutdown_drain(kwq_t *q)
@@ -284,7 +426,16 @@ void kwq_shutdown_drain(kwq_t *q)
 	if (q == NULL)
 		return;
 	kwq__delay_stop(q);
-	q->ops->shutdown(q, true);
+	q->ops->shutdown(q, true, KWQ__DEADLINE_NONE);
+}
+
+int kwq_shutdown_drain_timeout(kwq_t *q, int64_t timeout_ns)
+{
+	if (q == NULL)
+		return -EINVAL;
+	int64_t now = kwq__mono_now();
+	kwq__delay_stop(q);
+	return q->ops->shutdown(q, true, timeout_ns > 0 ? kwq__sat_add(now, timeout_ns) : now);
 }
 
 bool kwq_shutting_down(kwq_t *q)
@@ -307,6 +458,8 @@ static const struct {
 	FIELD(work_duration),
 	FIELD(unfinished_work_seconds),
 	FIELD(longest_running_processor_seconds),
+	FIELD(delayed),
+	FIELD(give_ups_total),
 #undef FIELD
 };
 
@@ -318,6 +471,7 @@ static int metrics_now(kwq_t *q, struct kwq_metrics *m)
 		return 0;
 	q->ops->metrics(q, m, kwq__metrics_now(q->clock));
 	m->retries_total = kwq__retries_sum(q->retries);
+	m->give_ups_total = atomic_load_explicit(&q->give_ups, memory_order_relaxed);
 	return 0;
 }
 

@@ -35,6 +35,8 @@ struct kwq__metrics_block *kwq__metrics_blocks_new(size_t n)
 	for (size_t i = 0; i < n; i++) {
 		atomic_init(&b[i].adds, 0);
 		atomic_init(&b[i].gets, 0);
+		atomic_init(&b[i].cancels, 0);
+		atomic_init(&b[i].delayed, 0);
 		hist_init(&b[i].queue);
 		hist_init(&b[i].work);
 	}
@@ -82,7 +84,7 @@ void kwq__metrics_sum(const struct kwq__metrics_block *blocks, size_t n,
 		      struct kwq_metrics *out)
 {
 	struct hist_acc queue = { { 0 }, 0 }, work = { { 0 }, 0 };
-	uint64_t adds = 0, gets = 0;
+	uint64_t adds = 0, gets = 0, cancels = 0, delayed = 0;
 
 	/* gets before adds: every add of a get counted here is counted below */
 	for (size_t i = 0; i < n; i++)
@@ -91,10 +93,14 @@ void kwq__metrics_sum(const struct kwq__metrics_block *blocks, size_t n,
 					     memory_order_acquire);
 	for (size_t i = 0; i < n; i++) {
 		adds += load(&blocks[i].adds);
+		cancels += load(&blocks[i].cancels);
+		delayed += load(&blocks[i].delayed);
 		hist_add(&queue, &blocks[i].queue);
 		hist_add(&work, &blocks[i].work);
 	}
-	out->depth += (int64_t)(adds - gets);
+	int64_t depth = (int64_t)(adds - gets - cancels);
+	out->depth += depth > 0 ? depth : 0;
+	out->delayed += (int64_t)delayed;
 	out->adds_total += adds;
 	hist_out(&queue, &out->queue_duration);
 	hist_out(&work, &out->work_duration);

@@ -21,7 +21,8 @@
  * hooks write theirs (adds, the work histogram) with plain load-and-store
  * updates: their caller serializes them (the shard's lock, the queue's
  * lock), and they are relaxed atomics only so that a read may load them
- * meanwhile.  The get hook may run on one block from many threads without
+ * meanwhile; so do the cancel and wait hooks (kwq_cancel, and a key's wait
+ * starting and ending), which run in the key's critical section too.  The get hook may run on one block from many threads without
  * a lock (a sharded get), so its half (gets, the queue histogram) takes
  * relaxed RMWs, on a line of its own.  depth is adds - gets.  A read
  * (kwq__metrics_sum) is a snapshot whose parts may be a few operations
@@ -29,7 +30,9 @@
  * release RMW MET.G1), so every add of a get it counts is counted too
  * (the add's store is ordered before its item's publication, which the
  * get acquired): depth never reads below 0.  Exact when no call is in
- * flight.  An implementation that wants no shared hot line gives each
+ * flight.  depth is adds - gets - cancels (a cancel may be seen before
+ * its add: a negative snapshot reads as 0); delayed is the sum of the
+ * wait hooks' steps.  An implementation that wants no shared hot line gives each
  * shard its own block and passes them all to kwq__metrics_sum().
  *
  * A histogram keeps no count: count is the sum of its buckets (the last one
@@ -55,8 +58,10 @@ struct kwq__hist_block {
 };
 
 struct kwq__metrics_block {
-	/* add and done, under the caller's lock */
+	/* add, done, cancel and the waits, under the caller's lock */
 	alignas(64) _Atomic uint64_t adds;
+	_Atomic uint64_t cancels;     /* queued or held+dirty items cancelled */
+	_Atomic uint64_t delayed;     /* keys waiting (+1 and -1 as uint64) */
 	struct kwq__hist_block work;  /* work duration */
 	/* get, with RMWs */
 	alignas(64) _Atomic uint64_t gets;
@@ -119,6 +124,20 @@ static inline void kwq__metrics_on_add_undo(struct kwq__metrics_block *b)
 	kwq__counter_bump(&b->adds, UINT64_MAX); /* -1 */
 }
 
+/* A queued or held+dirty item cancelled: it leaves depth.  Under the
+ * caller's lock. */
+static inline void kwq__metrics_on_cancel(struct kwq__metrics_block *b)
+{
+	kwq__counter_bump(&b->cancels, 1);
+}
+
+/* A key starts waiting on a delayed add (d = 1) or stops (d = -1).  Under
+ * the caller's lock (the key's). */
+static inline void kwq__metrics_on_wait(struct kwq__metrics_block *b, int d)
+{
+	kwq__counter_bump(&b->delayed, (uint64_t)(int64_t)d);
+}
+
 /* A get: queued_ns = now - the entry's counted-add time.  No lock. */
 static inline void kwq__metrics_on_get(struct kwq__metrics_block *b, int64_t queued_ns)
 {
@@ -155,8 +174,8 @@ struct kwq__metrics_block *kwq__metrics_blocks_new(size_t n);
 void kwq__metrics_blocks_free(struct kwq__metrics_block *blocks);
 
 /*
- * kwq__metrics_sum - add n blocks into *out: depth, adds_total and both
- * histograms (le cumulative, count = the sum of the buckets, sum_seconds
+ * kwq__metrics_sum - add n blocks into *out: depth, adds_total, delayed
+ * and both histograms (le cumulative, count = the sum of the buckets, sum_seconds
  * from the blocks' nanoseconds summed first).  Leaves the other fields.
  * Safe concurrently with the hooks (see above).
  */

@@ -97,6 +97,8 @@ struct entry {
 	int dprio;                 /* held+dirty: priority to re-queue with */
 	int64_t add_ns;            /* metrics: time of the counted add */
 	int64_t get_ns;            /* metrics: time of the get, while held */
+	_Atomic bool dirty;        /* held+dirty (written under the mutex; read
+	                              by kwq_item_dirty without it) */
 };
 
 #define ITEM_OFFSET KWQ__ITEM_OFFSET(struct entry)
@@ -363,12 +365,20 @@ static struct kwq_item *waiting_get(struct mutex_queue *m, const void *key)
 	return ck_hs_count(&m->waiting) == 0 ? NULL : set_get(&m->waiting, key);
 }
 
-/* The wait ends (it fired, or an immediate add cancelled it). */
+/* The wait ends (it fired, an immediate add or a cancel ended it, or
+ * shutdown dropped it). */
 static void wait_end(struct mutex_queue *m, struct entry *e)
 {
 	struct kwq_item *it = item_of(e);
 	ck_hs_remove(&m->waiting, (unsigned long)it->hash, it);
 	e->wait = NULL;
+	if (m->metrics != NULL)
+		kwq__metrics_on_wait(m->metrics, -1);
+}
+
+static void set_dirty(struct entry *e, bool dirty)
+{
+	atomic_store_explicit(&e->dirty, dirty, memory_order_relaxed);
 }
 
 /* A counted add (the item was not dirty). */
@@ -403,6 +413,7 @@ static int make_dirty(struct mutex_queue *m, struct entry *e, int prio)
 		return -ENOMEM;
 	}
 	e->dprio = prio;
+	set_dirty(e, true);
 	count_add(m, e);
 	return 0;
 }
@@ -528,6 +539,8 @@ static int mutex_add_after(struct kwq *q, const struct kwq__key *k, struct kwq__
 		goto out;
 	}
 	e->wait = w;
+	if (m->metrics != NULL)
+		kwq__metrics_on_wait(m->metrics, 1);
 out:
 	pthread_mutex_unlock(&m->lock);
 	return rc;
@@ -650,6 +663,7 @@ static int mutex_done(struct kwq *q, struct kwq_item *it)
 		m->reserve--;
 		rc = fifo_push(m, e, e->dprio);
 		assert(rc == 0);
+		set_dirty(e, false);
 	}
 	if (m->metrics != NULL)
 		kwq__metrics_on_done(m->metrics, kwq__metrics_now(q->clock) - e->get_ns);
@@ -664,6 +678,53 @@ out:
 	if (now_drained)
 		kwq__drain_wake(&m->drain);
 	return rc;
+}
+
+static int mutex_cancel(struct kwq *q, const struct kwq__key *k, bool wait_only)
+{
+	struct mutex_queue *m = mq(q);
+	struct kwq__probe probe;
+	struct kwq_item *it;
+	struct entry *e;
+	bool now_drained = false;
+	int rc = 0;
+
+	kwq__item_probe(&probe, k);
+	pthread_mutex_lock(&m->lock);
+	if (!wait_only && (it = set_get(&m->dirty, &probe)) != NULL) {
+		/* queued or held+dirty: never waiting (I6) */
+		e = entry_of(it);
+		ck_hs_remove(&m->dirty, (unsigned long)it->hash, it);
+		if (set_get(&m->processing, it) != NULL) {
+			m->reserve--; /* held+dirty -> held: no re-queue (I7) */
+			set_dirty(e, false);
+		} else {
+			fifo_unlink(m, e); /* queued -> absent */
+			free(e);           /* in no set now (I4) */
+			now_drained = m->shutting_down && is_empty(m);
+		}
+		if (m->metrics != NULL)
+			kwq__metrics_on_cancel(m->metrics);
+		rc = 1;
+	} else if ((it = waiting_get(m, &probe)) != NULL) {
+		e = entry_of(it);
+		kwq__wait_drop(e->wait);
+		wait_end(m, e);
+		if (set_get(&m->processing, it) == NULL)
+			free(e); /* absent: in no set now (I4) */
+		rc = 1;
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (now_drained)
+		kwq__drain_wake(&m->drain);
+	return rc;
+}
+
+static bool mutex_item_dirty(struct kwq *q, const struct kwq_item *it)
+{
+	(void)q;
+	return atomic_load_explicit(&entry_of((struct kwq_item *)it)->dirty,
+				    memory_order_relaxed);
 }
 
 static size_t mutex_len(struct kwq *q)
@@ -699,7 +760,7 @@ static bool drained(void *ctx)
 	return e;
 }
 
-static void mutex_shutdown(struct kwq *q, bool drain)
+static int mutex_shutdown(struct kwq *q, bool drain, int64_t deadline)
 {
 	struct mutex_queue *m = mq(q);
 	uint32_t ticket = kwq__drain_begin(&m->drain);
@@ -709,9 +770,9 @@ static void mutex_shutdown(struct kwq *q, bool drain)
 	wake_all(m);
 	pthread_mutex_unlock(&m->lock);
 	if (drain)
-		kwq__drain_wait(&m->drain, ticket, drained, m);
-	else
-		kwq__drain_end(&m->drain);
+		return kwq__drain_wait(&m->drain, ticket, drained, m, deadline) ? 0 : -ETIMEDOUT;
+	kwq__drain_end(&m->drain);
+	return 0;
 }
 
 static bool mutex_shutting_down(struct kwq *q)
@@ -732,6 +793,8 @@ const struct kwq__ops kwq__mutex_ops = {
 	.len = mutex_len,
 	.add_after = mutex_add_after,
 	.fire = mutex_fire,
+	.cancel = mutex_cancel,
+	.item_dirty = mutex_item_dirty,
 	.metrics = mutex_metrics,
 	.shutdown = mutex_shutdown,
 	.shutting_down = mutex_shutting_down,

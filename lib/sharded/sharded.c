@@ -33,6 +33,9 @@
  *                                   HELD|DIRTY --done--> QUEUED
  *
  *   add on QUEUED or HELD|DIRTY changes nothing (but see SHD.H1 below).
+ *   kwq_cancel takes QUEUED back to ABSENT (leaving its copy in the lane
+ *   stale) and HELD|DIRTY back to HELD (giving back the reservation of
+ *   I7); it ends a wait as an immediate add does.
  *   ABSENT entries stay in their shard's set as a cache: the next add of
  *   the key reuses the entry with no malloc, no hash insert and no free.
  *   A shard sweeps them with a second-chance policy (sweep()): an entry
@@ -78,6 +81,9 @@
  *     wait and stale only under the shard lock;
  *   - get changes QUEUED -> HELD with a CAS (SHD.H2) without the lock on its
  *     fast path; of two copies of one entry only one CAS wins;
+ *   - cancel changes QUEUED -> ABSENT with a CAS under the lock, racing
+ *     that one: one of the two wins, and a get whose CAS lost settles
+ *     under the lock (take_settle) and drops the copy as stale;
  *   - the lanes are touched by add and done (put, under the shard lock)
  *     and by get (take, no lock).
  *
@@ -116,6 +122,9 @@
  *          the wait set, merged or moved earlier (ABSENT, HELD).
  *   fire   its critical section: the record is the entry's current wait
  *          (or stale, and nothing happens), and the key is added.
+ *   cancel its critical section; on a QUEUED entry its CAS to ABSENT (a
+ *          get whose CAS came first linearizes before it: the key was
+ *          held, nothing pending).
  *   len    the lanes' snapshots less the stale count (exact when
  *          quiescent).
  *   shutdown  the last shard closed; drain returns when the count of
@@ -177,7 +186,14 @@
  *     publishes the copy a get then takes (RING.P1): the holder reads the
  *     value its put published, or a raise's, either of which is a
  *     priority the item was queued with;
- *   - s->stale only feeds kwq_len's snapshot.
+ *   - s->stale only feeds kwq_len's snapshot;
+ *   - cancel's CAS QUEUED -> ABSENT is relaxed: it publishes nothing (the
+ *     entry's fields a later add or get reads are written under the lock,
+ *     which orders them), and a get whose CAS it beat takes the lock
+ *     before it drops the copy;
+ *   - kwq_item_dirty's load of the state word: the holder reads it, and
+ *     the word's state bits change only under the lock while the entry is
+ *     HELD*, by adds and fires whose own linearization it reports.
  *
  * Shard lock: a test-and-test-and-set spinlock on a C11 atomic with
  * exponential backoff and sched_yield after 32 rounds (lock-holder
@@ -1100,12 +1116,21 @@ static struct lane *lane_with_wait(struct sharded_queue *s, struct entry *e, str
 	return lane_get(s, e->wait->priority);
 }
 
-/* The wait ends: it fired, or an immediate add cancelled it. */
-static void wait_end(struct entry *e, bool cancel)
+/* A key's wait starts or ends (d = 1 or -1): the delayed gauge. */
+static inline void count_wait(struct sharded_queue *s, struct shard *sh, int d)
+{
+	if (s->metrics != NULL)
+		kwq__metrics_on_wait(metrics_of(s, sh), d);
+}
+
+/* The wait ends: it fired, an immediate add or a cancel ended it (cancel:
+ * its record goes stale), or shutdown dropped it. */
+static void wait_end(struct sharded_queue *s, struct shard *sh, struct entry *e, bool cancel)
 {
 	if (cancel)
 		kwq__wait_drop(e->wait);
 	e->wait = NULL;
+	count_wait(s, sh, -1);
 }
 
 /* add of k, found as e (or NULL), on lane: everything but the common case
@@ -1137,14 +1162,14 @@ static __attribute__((noinline)) int add_locked(struct sharded_queue *s, struct 
 			l = lane_with_wait(s, e, lane);
 			rc = l == NULL ? -ENOMEM : make_dirty(s, sh, e, l);
 			if (rc == 0 && e->wait != NULL)
-				wait_end(e, true); /* the add cancels the wait */
+				wait_end(s, sh, e, true); /* the add cancels the wait */
 			break;
 		case ST_ABSENT:
 			l = lane_with_wait(s, e, lane);
 			rc = l == NULL ? -ENOMEM : make_queued(s, sh, e, l);
 			put = rc == 0;
 			if (rc == 0 && e->wait != NULL)
-				wait_end(e, true);
+				wait_end(s, sh, e, true);
 			break;
 		default: /* HELD|DIRTY: the lock orders us before done */
 			rc = raise_dirty(s, e, lane);
@@ -1204,6 +1229,7 @@ static int sharded_add_after(struct kwq *q, const struct kwq__key *k, struct kwq
 				rc = -ENOMEM;
 			} else {
 				e->wait = w;
+				count_wait(s, sh, 1);
 			}
 		}
 	} else {
@@ -1216,9 +1242,13 @@ static int sharded_add_after(struct kwq *q, const struct kwq__key *k, struct kwq
 			}
 			/* fall through - the get made it HELD, so it waits */
 		case ST_HELD:
-		case ST_ABSENT:
+		case ST_ABSENT: {
+			bool was_waiting = e->wait != NULL;
 			rc = kwq__wait_update(&e->wait, req, k);
+			if (rc == 0 && !was_waiting)
+				count_wait(s, sh, 1);
 			break;
+		}
 		default: /* HELD|DIRTY: due already */
 			rc = raise_dirty(s, e, lane);
 			rc = rc == 0 ? 1 : rc;
@@ -1243,7 +1273,7 @@ static int sharded_fire(struct kwq *q, struct kwq__wait *w, const struct kwq__ke
 	if ((e = shard_find(sh, k)) == NULL || e->wait != w) {
 		rc = 0; /* stale: cancelled or moved earlier since */
 	} else if (drop || sh->closed) {
-		wait_end(e, false);
+		wait_end(s, sh, e, false);
 		rc = sh->closed ? -ESHUTDOWN : 0;
 	} else {
 		struct lane *lane = lane_get(s, w->priority);
@@ -1257,7 +1287,7 @@ static int sharded_fire(struct kwq *q, struct kwq__wait *w, const struct kwq__ke
 			rc = make_dirty(s, sh, e, lane);
 		put = rc == 0 && st == ST_ABSENT;
 		if (rc == 0) {
-			wait_end(e, false);
+			wait_end(s, sh, e, false);
 			rc = 1;
 		}
 	}
@@ -1305,6 +1335,27 @@ static __attribute__((noinline)) void count_done(struct sharded_queue *s, struct
 			     atomic_load_explicit(&times_of(e)->get_ns, memory_order_relaxed));
 }
 
+/*
+ * A live entry became ABSENT (under the lock): the done of a clean HELD
+ * entry, or the cancel of a QUEUED one.  true when it was the last one a
+ * drain waited for.
+ */
+static bool left_live(struct sharded_queue *s, struct shard *sh, struct entry *e)
+{
+	bool last = false;
+
+	sh->live--;
+	sh->cached++;
+	if (sh->closed) {
+		/* SHD.D1: pairs with SHD.D2. */
+		last = atomic_fetch_sub_explicit(&s->remaining, 1, memory_order_acq_rel) == 1;
+	}
+	e->aged = 0;
+	if (sh->cached >= sh->sweep_at)
+		sweep(s, sh);
+	return last;
+}
+
 /* done of everything but a clean HELD entry of an open shard with no sweep
  * due (under the lock, which it releases). */
 static __attribute__((noinline)) int done_slow(struct sharded_queue *s, struct shard *sh,
@@ -1315,16 +1366,7 @@ static __attribute__((noinline)) int done_slow(struct sharded_queue *s, struct s
 
 	if (st == ST_HELD) {
 		state_set(e, ST_ABSENT);
-		sh->live--;
-		sh->cached++;
-		if (sh->closed) {
-			/* SHD.D1: pairs with SHD.D2. */
-			last = atomic_fetch_sub_explicit(&s->remaining, 1,
-							 memory_order_acq_rel) == 1;
-		}
-		e->aged = 0;
-		if (sh->cached >= sh->sweep_at)
-			sweep(s, sh);
+		last = left_live(s, sh, e);
 	} else if (st == ST_HELD_DIRTY) {
 		if (s->metrics != NULL)
 			count_done(s, sh, e);
@@ -1366,6 +1408,77 @@ static int sharded_done(struct kwq *q, struct kwq_item *it)
 	return done_slow(s, sh, e, st);
 }
 
+/* A queued or held+dirty item cancelled: it leaves depth. */
+static inline void count_cancel(struct sharded_queue *s, struct shard *sh)
+{
+	if (s->metrics != NULL)
+		kwq__metrics_on_cancel(metrics_of(s, sh));
+}
+
+/*
+ * kwq_cancel, in the key's critical section.  A wait (the entry is ABSENT
+ * or HELD, I6) goes stale as an immediate add would make it.  A QUEUED
+ * entry becomes ABSENT by a CAS from the word its put stored, racing the
+ * gets' SHD.H2 CAS on the same word: if the cancel wins, its copy in the
+ * lane is stale (counted in stale, dropped by the get that takes it, as a
+ * raise's old copy); if a get wins, the entry is HELD and nothing was
+ * pending.  A HELD|DIRTY entry goes back to HELD and gives back the ring
+ * reservation its re-queue held (I7).
+ */
+static int sharded_cancel(struct kwq *q, const struct kwq__key *k, bool wait_only)
+{
+	struct sharded_queue *s = sq(q);
+	struct shard *sh = shard_of(s, k->hash);
+	bool last = false;
+	int rc = 0;
+
+	shard_lock(sh);
+	struct entry *e = shard_find(sh, k);
+	if (e == NULL) {
+		/* nothing known of the key */
+	} else if (e->wait != NULL) {
+		wait_end(s, sh, e, true);
+		rc = 1;
+	} else if (!wait_only) {
+		uint64_t w = atomic_load_explicit(&e->state, memory_order_relaxed);
+		switch ((uint32_t)(w & ST_MASK)) {
+		case ST_QUEUED:
+			/* Relaxed: what the loser of the race needs it takes
+			 * under this lock (take_settle). */
+			if (atomic_compare_exchange_strong_explicit(
+				    &e->state, &w, (w & ~ST_MASK) | ST_ABSENT,
+				    memory_order_relaxed, memory_order_relaxed)) {
+				e->stale++;
+				atomic_fetch_add_explicit(&s->stale, 1, memory_order_relaxed);
+				count_cancel(s, sh);
+				last = left_live(s, sh, e);
+				rc = 1;
+			}
+			break;
+		case ST_HELD_DIRTY:
+			kwq__ring_unreserve(&lane_find(s, e->dprio)->ring);
+			state_set(e, ST_HELD);
+			count_cancel(s, sh);
+			rc = 1;
+			break;
+		default: /* ABSENT or HELD with no wait: nothing pending */
+			break;
+		}
+	}
+	shard_unlock(sh);
+	if (last)
+		kwq__drain_wake(&s->drain);
+	return rc;
+}
+
+/* Held+dirty: one relaxed load, by the handle's owner (the word's state
+ * bits change only under the lock while the entry is HELD*). */
+static bool sharded_item_dirty(struct kwq *q, const struct kwq_item *it)
+{
+	(void)q;
+	return state_get(entry_of((void *)(uintptr_t)it)) == ST_HELD_DIRTY;
+}
+
 /* Copies in the lanes less the stale ones: exact when quiescent. */
 static size_t sharded_len(struct kwq *q)
 {
@@ -1390,7 +1503,7 @@ static bool drained(void *ctx)
 	return atomic_load_explicit(&s->remaining, memory_order_acquire) == 0;
 }
 
-static void sharded_shutdown(struct kwq *q, bool drain)
+static int sharded_shutdown(struct kwq *q, bool drain, int64_t deadline)
 {
 	struct sharded_queue *s = sq(q);
 	uint32_t ticket = kwq__drain_begin(&s->drain);
@@ -1418,9 +1531,9 @@ static void sharded_shutdown(struct kwq *q, bool drain)
 	pthread_mutex_unlock(&s->shutdown_lock);
 
 	if (drain)
-		kwq__drain_wait(&s->drain, ticket, drained, s);
-	else
-		kwq__drain_end(&s->drain);
+		return kwq__drain_wait(&s->drain, ticket, drained, s, deadline) ? 0 : -ETIMEDOUT;
+	kwq__drain_end(&s->drain);
+	return 0;
 }
 
 /* Named queues: the shards' blocks, and the held entries' work so far. */
@@ -1467,6 +1580,8 @@ const struct kwq__ops kwq__sharded_ops = {
 	.len = sharded_len,
 	.add_after = sharded_add_after,
 	.fire = sharded_fire,
+	.cancel = sharded_cancel,
+	.item_dirty = sharded_item_dirty,
 	.metrics = sharded_metrics,
 	.shutdown = sharded_shutdown,
 	.shutting_down = sharded_shutting_down,
