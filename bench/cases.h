@@ -23,7 +23,11 @@ enum w2_mix {
 	               queue is named "w7" with limiter exponential(1 ms, 1 s),
 	               the 1,000 waits of W2_WAITS, and a worker's n-th get
 	               (n from 1) fails when n % 16 == 0 (rate-limited retry,
-	               then done), else succeeds (forget, then done) */
+	               then done), else succeeds (forget, then done),
+	               both ended by kwq_finish */
+	W2_W8,      /* kwq rows only: W8, batches: producers kwq_add_many of
+	               32 consecutive keys, workers kwq_get_batch(32,
+	               KWQ_FOREVER) and kwq_done_many */
 };
 
 /*

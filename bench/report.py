@@ -68,6 +68,10 @@ WORKLOADS = [
      "a named queue, exponential(1 ms, 1 s) limiter, 1,000 waits pending, W2's "
      "producers at K=100000, every 16th get of a worker retried rate-limited; "
      "x W2: against the same run's unnamed W2 at the same (P,C)", "x W2"),
+    ("W8", "W8 batches",
+     "W2 at K=100000 with producers calling kwq_add_many of 32 consecutive keys and "
+     "workers kwq_get_batch(32) and kwq_done_many; items/s added and got; "
+     "x W2: against the same run's unnamed W2 at the same (P,C)", "x W2"),
     ("coalesce", "producers-only coalesce", "P producers re-adding 16 queued keys", "x floor"),
     ("memory", "memory", "RSS per queued key, 1,000,000 keys", "x floor"),
     ("idle", "idle cost", "8 workers blocked in get on an empty queue", "x floor"),
@@ -173,7 +177,7 @@ def figures_from_results(benchmarks):
             for f in base_figures(p["of"], b, impl, p):
                 figs.append(f.copy(workload=wl, name=f.name + ", named",
                                    order=(p["of"], f.order, 1), plot=(p["of"], f.name)))
-        elif wl in ("waits", "W7"):
+        elif wl in ("waits", "W7", "W8"):
             tag = ", named" if p.get("named") else ""
             for i, what in enumerate(("adds", "gets")):
                 name = "%s/s P=%d C=%d%s" % (what, p["P"], p["C"], tag)
@@ -210,7 +214,7 @@ def with_baselines(figs):
     for f in figs:
         if f.workload == "prio" and f.plot[1] != 0:
             f.base = by.get(("prio", f.impl, (f.plot[0], 0)))
-        elif f.workload in ("waits", "W7"):
+        elif f.workload in ("waits", "W7", "W8"):
             of, name = f.plot
             if of == "named":  # named_W2 of the same (P,C)
                 f.base = by.get(("named", f.impl, ("W2", name)))

@@ -72,9 +72,55 @@ static void *w2_producer_prio10(void *arg)
 	return NULL;
 }
 
+#define W8_BATCH 32
+
+/* W8's producer: kwq_add_many of W8_BATCH consecutive keys (cycling). */
+static void *w8_producer(void *arg)
+{
+	struct w2_thread *th = arg;
+	struct w2_run *run = th->run;
+	struct kwq_key_ref refs[W8_BATCH];
+	uint64_t k = th->first;
+	int err = 0;
+
+	pthread_barrier_wait(&run->start);
+	for (uint64_t n = th->count; n > 0;) {
+		size_t b = n < W8_BATCH ? (size_t)n : W8_BATCH;
+		for (size_t i = 0; i < b; i++) {
+			refs[i] = (struct kwq_key_ref){ bench_keys[k].bytes, bench_keys[k].len };
+			if (++k == run->nkeys)
+				k = 0;
+		}
+		if (kwq_add_many(run->t.q, refs, b, NULL) != (int)b)
+			err = -1;
+		n -= b;
+	}
+	th->err = err;
+	return NULL;
+}
+
+/* W8's worker: kwq_get_batch(W8_BATCH, KWQ_FOREVER), kwq_done_many. */
+static void *w8_worker(void *arg)
+{
+	struct w2_thread *th = arg;
+	struct w2_run *run = th->run;
+	kwq_item_t *items[W8_BATCH];
+	uint64_t got = 0;
+	int n;
+
+	pthread_barrier_wait(&run->start);
+	while ((n = kwq_get_batch(run->t.q, items, W8_BATCH, KWQ_FOREVER)) > 0) {
+		kwq_done_many(run->t.q, items, (size_t)n);
+		got += (uint64_t)n;
+	}
+	th->got = got;
+	th->err = n == -ESHUTDOWN ? 0 : n;
+	return NULL;
+}
+
 /*
- * W7's worker: the controller's loop.  (With kwq_finish, 0.2: KWQ_RETRY
- * and KWQ_OK in place of the two pairs of calls.)
+ * W7's worker: the controller's loop, ended by kwq_finish: KWQ_RETRY (a
+ * rate-limited retry, then done) or KWQ_OK (forget, then done).
  */
 static void *w7_worker(void *arg)
 {
@@ -87,16 +133,9 @@ static void *w7_worker(void *arg)
 
 	pthread_barrier_wait(&run->start);
 	while ((err = kwq_get(q, &it)) == 0) {
-		size_t len;
-		const void *key = kwq_item_key(it, &len);
-		if (++got % 16 == 0) {
-			int rc = kwq_add_rate_limited(q, key, len);
-			if (rc != 0 && rc != -ESHUTDOWN)
-				th->err = rc;
-		} else {
-			kwq_forget(q, key, len);
-		}
-		kwq_done(q, it);
+		int rc = kwq_finish(q, it, ++got % 16 == 0 ? KWQ_RETRY : KWQ_OK, 0);
+		if (rc != 0 && rc != -ESHUTDOWN)
+			th->err = rc;
 	}
 	th->got = got;
 	if (err != -ESHUTDOWN)
@@ -183,10 +222,10 @@ void bench_w2_run(kb_state *st, const struct tp_row *row, unsigned P, unsigned C
 			th[p] = (struct w2_thread){ .run = &run, .first = p * K / P, .count = M };
 		for (unsigned c = 0; c < C; c++)
 			th[P + c].run = &run;
-		bench_spawn(tid, P, mix == W2_PRIO10 ? w2_producer_prio10 : w2_producer, th,
-			    sizeof th[0]);
-		bench_spawn(tid + P, C, mix == W2_W7 ? w7_worker : w2_worker, th + P,
-			    sizeof th[0]);
+		bench_spawn(tid, P, mix == W2_PRIO10 ? w2_producer_prio10
+				    : mix == W2_W8 ? w8_producer : w2_producer, th, sizeof th[0]);
+		bench_spawn(tid + P, C, mix == W2_W7 ? w7_worker
+				    : mix == W2_W8 ? w8_worker : w2_worker, th + P, sizeof th[0]);
 
 		pthread_barrier_wait(&run.start);
 		int64_t t0 = bench_now_ns();
@@ -235,6 +274,12 @@ static void w7(kb_state *st, void *arg)
 		     (uint64_t)kb_arg(st, 2), W2_W7);
 }
 
+static void w8(kb_state *st, void *arg)
+{
+	bench_w2_run(st, arg, (unsigned)kb_arg(st, 0), (unsigned)kb_arg(st, 1),
+		     (uint64_t)kb_arg(st, 2), W2_W8);
+}
+
 /*
  * W2 with 1,000 waits pending (unnamed, and named "bench" as named_W2),
  * at K = 100000 and the (P,C) of W7; W7 at (1,1), (4,4), (8,8).  kwq rows.
@@ -259,6 +304,14 @@ void bench_register_w7(void)
 		kb_case *c = bench_register_once(name, w2_waits, &named_rows[r]);
 		kb_arg_names(c, 3, names);
 		kb_args(c, 3, (const int64_t[]){ 4, 4, 100000 });
+	}
+	/* W8 at the (P,C) of W2, K = 100000 */
+	for (size_t r = 0; r < n; r++) {
+		snprintf(name, sizeof name, "W8_batches/%s", kwq_rows[r].name);
+		kb_case *c = bench_register_once(name, w8, &kwq_rows[r]);
+		kb_arg_names(c, 3, names);
+		for (int64_t p = 1; p <= 8; p *= 2)
+			kb_args(c, 3, (const int64_t[]){ p, p, 100000 });
 	}
 	for (size_t r = 0; r < n; r++) {
 		snprintf(name, sizeof name, "W7_controller/%s", kwq_rows[r].name);
