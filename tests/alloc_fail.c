@@ -26,13 +26,19 @@
  * hash-set growth) past a ring segment's 1,024 slots (a new segment), new
  * priorities (a lane or level, and the reservation a held key's re-add at
  * a new priority makes), delayed adds (the timer, its thread and index, a
- * wait record), rate-limited adds (the limiter's per-key table), metrics
- * and the limiter constructors.  It prints how many (call, n) points it
+ * wait record), rate-limited adds (the limiter's per-key table), metrics,
+ * the limiter constructors, the worker pool (the pool and each of its 4
+ * threads: a failed start answers NULL with EAGAIN or ENOMEM, takes no
+ * item, and leaves the queue not shut down) and kwq_parallelize (its
+ * threads and their bookkeeping: done without, every piece still runs
+ * exactly once).  It prints how many (call, n) points it
  * covered: for each call, in how many runs the failing allocation fell
  * inside it.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,12 +55,14 @@
 
 enum call {
 	C_NEW, C_ADD, C_ADD_WITH, C_ADD_AFTER, C_ADD_RL, C_GET, C_DONE, C_FORGET,
-	C_NUM_REQUEUES, C_METRICS, C_PROM, C_LIMITER, C_WHEN, C_CLOCK, NCALLS
+	C_NUM_REQUEUES, C_METRICS, C_PROM, C_LIMITER, C_WHEN, C_CLOCK, C_WORKERS,
+	C_PARALLELIZE, NCALLS
 };
 static const char *const call_name[NCALLS] = {
 	"kwq_new", "kwq_add", "kwq_add_with", "kwq_add_after", "kwq_add_rate_limited",
 	"kwq_try_get", "kwq_done", "kwq_forget", "kwq_num_requeues", "kwq_metrics_read",
 	"kwq_metrics_prometheus", "kwq_limiter_*", "kwq_limiter_when", "kwq_clock_fake_new",
+	"kwq_workers_start", "kwq_parallelize",
 };
 
 struct run {
@@ -67,6 +75,8 @@ struct run {
 	unsigned long points[NCALLS]; /* runs whose failing allocation fell in it */
 	int failures;
 	char where[160];
+	kwq_workers_t *pool;          /* a pool that started, joined by verify */
+	pthread_mutex_t pool_lock;    /* the pool's work function's hold on the run */
 };
 
 static unsigned long total_points[NCALLS];
@@ -341,6 +351,85 @@ static void s_limiters(struct run *r)
 	kwq_limiter_free(d);
 }
 
+/* The pool's work: the key handed out, checked against what is owed. */
+static enum kwq_outcome pool_work(void *ctx, kwq_item_t *item, int64_t *after_ns)
+{
+	struct run *r = ctx;
+	(void)after_ns;
+	pthread_mutex_lock(&r->pool_lock);
+	handed(r, item);
+	pthread_mutex_unlock(&r->pool_lock);
+	return KWQ_OK;
+}
+
+/* A pool of 4 on a queue holding keys: a start that fails (the pool, or
+ * any of its threads) answers NULL with EAGAIN or ENOMEM and leaves the
+ * queue as it was: not shut down, every key still queued (verify gets
+ * them all).  A pool that started processes them; verify drains, joins. */
+static void s_workers(struct run *r)
+{
+	for (int k = 0; k < 4; k++)
+		do_add(r, k);
+	long b = kwq__failpoint_count();
+	errno = 0;
+	kwq_workers_t *w = kwq_workers_start(r->q, 4, pool_work, r);
+	account(r, C_WORKERS, b);
+	if (w != NULL) {
+		r->pool = w;
+		return;
+	}
+	if (errno != EAGAIN && errno != ENOMEM)
+		fail(r, "kwq_workers_start failed with errno %d", errno);
+	if (kwq_shutting_down(r->q))
+		fail(r, "a failed kwq_workers_start shut the queue down");
+	if ((long)kwq_len(r->q) != r->nowed)
+		fail(r, "a failed kwq_workers_start took an item: kwq_len %d, %ld owed",
+		     (int)kwq_len(r->q), r->nowed);
+}
+
+#define PAR_PIECES 50
+
+static void par_piece(void *ctx, size_t i)
+{
+	_Atomic int *runs = ctx;
+	if (i < PAR_PIECES)
+		atomic_fetch_add(&runs[i], 1);
+}
+
+static bool par_never(void *ctx)
+{
+	(void)ctx;
+	return false;
+}
+
+/* Parallelize: threads that cannot be made (or their bookkeeping) are done
+ * without; every piece still runs exactly once. */
+static void s_parallel(struct run *r)
+{
+	static const struct { unsigned workers; size_t chunk; bool cancel; } calls[] = {
+		{ 4, 3, false }, { 8, 0, true }, { 100, 10, false },
+	};
+	for (size_t c = 0; c < sizeof calls / sizeof calls[0]; c++) {
+		_Atomic int runs[PAR_PIECES];
+		for (int i = 0; i < PAR_PIECES; i++)
+			atomic_init(&runs[i], 0);
+		long b = kwq__failpoint_count();
+		int rc = kwq_parallelize(calls[c].workers, PAR_PIECES, calls[c].chunk, par_piece,
+					 runs, calls[c].cancel ? par_never : NULL);
+		account(r, C_PARALLELIZE, b);
+		if (rc != 0)
+			fail(r, "kwq_parallelize(%u, %d, %zu) returned %d", calls[c].workers,
+			     PAR_PIECES, calls[c].chunk, rc);
+		for (int i = 0; i < PAR_PIECES; i++)
+			if (atomic_load(&runs[i]) != 1) {
+				fail(r, "kwq_parallelize(%u, %d, %zu): piece %d ran %d times",
+				     calls[c].workers, PAR_PIECES, calls[c].chunk, i,
+				     atomic_load(&runs[i]));
+				break;
+			}
+	}
+}
+
 struct scenario {
 	const char *name;
 	void (*steps)(struct run *r);
@@ -356,6 +445,8 @@ static const struct scenario scenarios[] = {
 	{ "ratelimit", s_ratelimit, false, true },
 	{ "metrics", s_metrics, false, true },
 	{ "limiters", s_limiters, false, false },
+	{ "workers", s_workers, false, true },
+	{ "parallelize", s_parallel, false, false },
 };
 
 static kwq_t *make_queue(struct run *r)
@@ -380,6 +471,19 @@ static void verify(struct run *r)
 {
 	if (r->q == NULL)
 		return;
+	if (r->pool != NULL) {
+		/* The pool hands out what is owed; then nothing is left. */
+		kwq_shutdown_drain(r->q);
+		int rc = kwq_workers_join(r->pool);
+		r->pool = NULL;
+		if (rc != 0)
+			fail(r, "kwq_workers_join returned %d", rc);
+		if (r->nowed != 0)
+			fail(r, "%ld keys accepted, never handed out to the pool", r->nowed);
+		if (kwq_len(r->q) != 0)
+			fail(r, "kwq_len %d at the end", (int)kwq_len(r->q));
+		return;
+	}
 	kwq_clock_fake_step(r->clock, 3600LL * 1000000000); /* past every delay */
 	int64_t deadline = mono_ns() + WAIT_NS;
 	for (;;) {
@@ -416,6 +520,7 @@ static long run_once(enum kwq_impl impl, const struct scenario *sc, long fail_at
 {
 	static struct run r;
 	memset(&r, 0, sizeof r);
+	pthread_mutex_init(&r.pool_lock, NULL);
 	r.impl = impl;
 	r.fail_at = fail_at;
 	r.clock = kwq_clock_fake_new(1);
@@ -434,6 +539,7 @@ static long run_once(enum kwq_impl impl, const struct scenario *sc, long fail_at
 	verify(&r);
 	kwq_free(r.q);
 	kwq_clock_free(r.clock);
+	pthread_mutex_destroy(&r.pool_lock);
 
 	total_runs++;
 	for (int c = 0; c < NCALLS; c++)
