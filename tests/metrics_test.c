@@ -896,6 +896,8 @@ static void t_unnamed(void)
 	}
 	CHECK_DBL(m.unfinished_work_seconds, 0);
 	CHECK_DBL(m.longest_running_processor_seconds, 0);
+	CHECK_EQ(m.delayed, 0);
+	CHECK_EQ(m.give_ups_total, 0);
 
 	memset(buf, 'x', sizeof buf);
 	CHECK_EQ(kwq_metrics_prometheus(q, buf, sizeof buf), 0);
@@ -958,7 +960,15 @@ static const char expected_text[] =
 	"workqueue_work_duration_seconds_bucket{name=\"q1\",le=\"10\"} 1\n"
 	"workqueue_work_duration_seconds_bucket{name=\"q1\",le=\"+Inf\"} 1\n"
 	"workqueue_work_duration_seconds_sum{name=\"q1\"} 0.002\n"
-	"workqueue_work_duration_seconds_count{name=\"q1\"} 1\n";
+	"workqueue_work_duration_seconds_count{name=\"q1\"} 1\n"
+	"# HELP workqueue_delayed_items How many keys are waiting on a delayed add to "
+	"workqueue\n"
+	"# TYPE workqueue_delayed_items gauge\n"
+	"workqueue_delayed_items{name=\"q1\"} 0\n"
+	"# HELP workqueue_give_ups_total Total number of retries given up after "
+	"max_attempts by workqueue\n"
+	"# TYPE workqueue_give_ups_total counter\n"
+	"workqueue_give_ups_total{name=\"q1\"} 0\n";
 
 /* A small queue's whole text, byte for byte */
 static void t_prometheus_exact(void)
@@ -981,7 +991,7 @@ static void t_prometheus_exact(void)
 
 	PROM_TEXT(q, text, sizeof text, &doc);
 	CHECK_MEM(text, strlen(text), expected_text, strlen(expected_text));
-	CHECK_EQ(doc.n, 2 * (2 + KWQ_HIST_BUCKETS + 1) + 5);
+	CHECK_EQ(doc.n, 2 * (2 + KWQ_HIST_BUCKETS + 1) + 5 + 2);
 	CHECK_DBL(doc_value(&doc, "workqueue_queue_duration_seconds_sum", ""), 0.0021);
 	CHECK_EQ(kwq_done(q, b), 0);
 	kwq_free(q);
@@ -1056,7 +1066,7 @@ static void t_prometheus_escaping(void)
 	size_t lines = 0;
 	for (const char *p = text; *p; p++)
 		lines += *p == '\n';
-	CHECK_EQ(lines, doc.n + 2 * 7);
+	CHECK_EQ(lines, doc.n + 2 * 9);
 	kwq_free(q);
 }
 

@@ -2,7 +2,8 @@
  * prometheus.c - the Prometheus text exposition (format 0.0.4) of one
  * queue's metrics, as client-go's registration in k8s.io/component-base
  * names them: one family per metric, a `name` label, HELP and TYPE lines,
- * families in name order (as Go's registry gathers them).
+ * client-go's seven families in name order (as Go's registry gathers
+ * them), then kwq's two of 0.2 (delayed items, give-ups).
  *
  * Numbers: counts (depth, adds, retries, buckets, _count) are written as
  * exact integers; seconds as Go's Prometheus client writes a float64:
@@ -181,6 +182,14 @@ static void sample_u64(struct out *o, const char *metric, const char *qname, uin
 	put_str(o, "\n");
 }
 
+static void sample_i64(struct out *o, const char *metric, const char *qname, int64_t v)
+{
+	sample_start(o, metric, "", qname);
+	put_str(o, "} ");
+	put_i64(o, v);
+	put_str(o, "\n");
+}
+
 static void sample_float(struct out *o, const char *metric, const char *suffix,
 			 const char *qname, double v)
 {
@@ -220,6 +229,8 @@ static void histogram(struct out *o, const char *metric, const char *qname,
 #define RETRIES "workqueue_retries_total"
 #define UNFINISHED "workqueue_unfinished_work_seconds"
 #define WORK "workqueue_work_duration_seconds"
+#define DELAYED "workqueue_delayed_items"
+#define GIVE_UPS "workqueue_give_ups_total"
 
 size_t kwq__metrics_prometheus_write(const struct kwq_metrics *m, const char *name,
 				     char *buf, size_t cap)
@@ -230,10 +241,7 @@ size_t kwq__metrics_prometheus_write(const struct kwq_metrics *m, const char *na
 	sample_u64(&o, ADDS, name, m->adds_total);
 
 	family(&o, DEPTH, "gauge", "Current depth of workqueue");
-	sample_start(&o, DEPTH, "", name);
-	put_str(&o, "} ");
-	put_i64(&o, m->depth);
-	put_str(&o, "\n");
+	sample_i64(&o, DEPTH, name, m->depth);
 
 	family(&o, LONGEST, "gauge",
 	       "How many seconds has the longest running processor for workqueue been running.");
@@ -256,6 +264,14 @@ size_t kwq__metrics_prometheus_write(const struct kwq_metrics *m, const char *na
 	family(&o, WORK, "histogram",
 	       "How long in seconds processing an item from workqueue takes.");
 	histogram(&o, WORK, name, &m->work_duration);
+
+	/* 0.2: after client-go's seven, not in name order with them */
+	family(&o, DELAYED, "gauge", "How many keys are waiting on a delayed add to workqueue");
+	sample_i64(&o, DELAYED, name, m->delayed);
+
+	family(&o, GIVE_UPS, "counter",
+	       "Total number of retries given up after max_attempts by workqueue");
+	sample_u64(&o, GIVE_UPS, name, m->give_ups_total);
 
 	if (cap > 0)
 		buf[o.len < cap ? o.len : cap - 1] = '\0';
