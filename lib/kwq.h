@@ -947,7 +947,8 @@ KWQ_API int kwq_metrics_prometheus(kwq_t *q, char *buf, size_t cap);
  * Returns as kwq_metrics_prometheus (the bytes needed, as snprintf; 0 when
  * no queue is named), or -EINVAL (queues NULL with n > 0, buf NULL with
  * cap > 0, two named queues with the same name: duplicate series make a
- * scrape invalid), -EOVERFLOW.
+ * scrape invalid), -EOVERFLOW, -ENOMEM (more than eight named queues, and
+ * the array of their snapshots could not be allocated).
  */
 KWQ_API int kwq_metrics_prometheus_all(kwq_t *const *queues, size_t n, char *buf,
 				       size_t cap);

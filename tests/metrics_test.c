@@ -73,12 +73,13 @@ static size_t wait_len(kwq_t *q, size_t want)
  * names match the format's patterns; a label value uses only the escapes
  * \\, \" and \n; a value is a Go float (or NaN, +Inf, -Inf); no timestamp
  * here (kwq writes none).  A family has at most one HELP and one TYPE,
- * both before its samples, which are contiguous; no series repeats.  A
- * histogram's buckets have increasing le ending in +Inf, non-decreasing
- * counts, +Inf equal to _count, and a _sum.
+ * both before its samples, which are contiguous; no series repeats.  Each
+ * queue's histogram (a family may hold several) has buckets with
+ * increasing le ending in +Inf, non-decreasing counts, +Inf equal to
+ * _count, and a _sum.
  */
 
-#define MAX_SAMPLES 64
+#define MAX_SAMPLES 512 /* 12 queues of 33 samples (prometheus_all) */
 #define MAX_FAMILIES 16
 
 struct sample {
@@ -313,38 +314,59 @@ static bool parse_sample(struct doc *d, const char *s, const char *eol, int line
 	return true;
 }
 
+/* Whether sample i is the first of its family and name label. */
+static bool first_of_series(const struct doc *d, size_t i)
+{
+	for (size_t j = 0; j < i; j++)
+		if (strcmp(d->s[j].family, d->s[i].family) == 0 &&
+		    strcmp(d->s[j].qname, d->s[i].qname) == 0)
+			return false;
+	return true;
+}
+
+/* Each histogram of each queue (a family may hold several queues'). */
 static bool check_histograms(struct doc *d)
 {
 	for (size_t f = 0; f < d->nfam; f++) {
 		if (strcmp(d->fam[f].type, "histogram") != 0)
 			continue;
-		double prev_le = -INFINITY, prev_count = 0, inf = -1, count = -1;
-		bool sum = false;
-		for (size_t i = 0; i < d->n; i++) {
-			struct sample *x = &d->s[i];
-			if (strcmp(x->family, d->fam[f].name) != 0)
+		for (size_t first = 0; first < d->n; first++) {
+			if (strcmp(d->s[first].family, d->fam[f].name) != 0 ||
+			    !first_of_series(d, first))
 				continue;
-			const char *suffix = x->name + strlen(x->family);
-			if (strcmp(suffix, "_bucket") == 0) {
-				double le;
-				if (!parse_value(x->le, strlen(x->le), &le) || !(le > prev_le) ||
-				    inf >= 0)
-					PARSE_FAIL(d, 0, "%s: le=\"%s\" out of order", x->family, x->le);
-				if (x->value < prev_count)
-					PARSE_FAIL(d, 0, "%s: buckets not cumulative", x->family);
-				prev_le = le;
-				prev_count = x->value;
-				if (isinf(le))
-					inf = x->value;
-			} else if (strcmp(suffix, "_sum") == 0) {
-				sum = true;
-			} else if (strcmp(suffix, "_count") == 0) {
-				count = x->value;
+			const char *qname = d->s[first].qname;
+			double prev_le = -INFINITY, prev_count = 0, inf = -1, count = -1;
+			bool sum = false;
+			for (size_t i = first; i < d->n; i++) {
+				struct sample *x = &d->s[i];
+				if (strcmp(x->family, d->fam[f].name) != 0 ||
+				    strcmp(x->qname, qname) != 0)
+					continue;
+				const char *suffix = x->name + strlen(x->family);
+				if (strcmp(suffix, "_bucket") == 0) {
+					double le;
+					if (!parse_value(x->le, strlen(x->le), &le) ||
+					    !(le > prev_le) || inf >= 0)
+						PARSE_FAIL(d, 0, "%s: le=\"%s\" out of order",
+							   x->family, x->le);
+					if (x->value < prev_count)
+						PARSE_FAIL(d, 0, "%s: buckets not cumulative",
+							   x->family);
+					prev_le = le;
+					prev_count = x->value;
+					if (isinf(le))
+						inf = x->value;
+				} else if (strcmp(suffix, "_sum") == 0) {
+					sum = true;
+				} else if (strcmp(suffix, "_count") == 0) {
+					count = x->value;
+				}
 			}
+			if (inf < 0 || count < 0 || !sum || inf != count)
+				PARSE_FAIL(d, 0,
+					   "%s: +Inf bucket, _sum or _count missing or unequal",
+					   d->fam[f].name);
 		}
-		if (inf < 0 || count < 0 || !sum || inf != count)
-			PARSE_FAIL(d, 0, "%s: +Inf bucket, _sum or _count missing or unequal",
-				   d->fam[f].name);
 	}
 	return true;
 }
@@ -506,6 +528,15 @@ static void t_strict_parser_rejects(void)
 		"# HELP h h\n# TYPE h histogram\nh_bucket{name=\"x\",le=\"1\"} 0\n"
 		"h_bucket{name=\"x\",le=\"0.1\"} 0\nh_bucket{name=\"x\",le=\"+Inf\"} 0\n"
 		"h_sum{name=\"x\"} 0\nh_count{name=\"x\"} 0\n",
+		/* two queues: a family again after another */
+		"# HELP a h\n# TYPE a gauge\na{name=\"x\"} 1\n# HELP b h\n# TYPE b gauge\n"
+		"b{name=\"x\"} 1\na{name=\"y\"} 1\n",
+		/* two queues: a series repeated after the other's */
+		"# HELP a h\n# TYPE a gauge\na{name=\"x\"} 1\na{name=\"y\"} 1\na{name=\"x\"} 1\n",
+		/* two queues: the second's histogram lacks its +Inf bucket */
+		"# HELP h h\n# TYPE h histogram\nh_bucket{name=\"x\",le=\"+Inf\"} 1\n"
+		"h_sum{name=\"x\"} 1\nh_count{name=\"x\"} 1\nh_bucket{name=\"y\",le=\"1\"} 1\n"
+		"h_sum{name=\"y\"} 1\nh_count{name=\"y\"} 1\n",
 		/* histogram: no _sum */
 		"# HELP h h\n# TYPE h histogram\nh_bucket{name=\"x\",le=\"+Inf\"} 0\n"
 		"h_count{name=\"x\"} 0\n",
@@ -513,7 +544,9 @@ static void t_strict_parser_rejects(void)
 	static const char good[] =
 		"# HELP a h \\\\ \\n\n# TYPE a gauge\na{name=\"x\\\\\\\"\\n\"} -1.5e-07\n"
 		"# HELP h h\n# TYPE h histogram\nh_bucket{name=\"x\",le=\"1\"} 1\n"
-		"h_bucket{name=\"x\",le=\"+Inf\"} 2\nh_sum{name=\"x\"} 3\nh_count{name=\"x\"} 2\n";
+		"h_bucket{name=\"x\",le=\"+Inf\"} 2\nh_sum{name=\"x\"} 3\nh_count{name=\"x\"} 2\n"
+		"h_bucket{name=\"y\",le=\"1\"} 0\nh_bucket{name=\"y\",le=\"+Inf\"} 0\n"
+		"h_sum{name=\"y\"} 0\nh_count{name=\"y\"} 0\n";
 	static struct doc doc;
 
 	CHECK(parse_text(good, strlen(good), &doc));
@@ -1107,6 +1140,266 @@ static void t_prometheus_snprintf(void)
 	kwq_free(q);
 }
 
+/*
+ * What kwq_metrics_prometheus_all must write for texts[0..n), each a
+ * single queue's text: family by family (a block starts at "# HELP"), the
+ * block's HELP and TYPE lines once, then the block's samples of each text
+ * in turn.  Returns the length, or 0 when it does not fit or a text has
+ * fewer blocks.
+ */
+static size_t merge_texts(const char *const *texts, size_t n, char *out, size_t cap)
+{
+	const char *at[16];
+	size_t len = 0;
+
+	if (n > 16 || n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		at[i] = texts[i];
+	while (*at[0] != '\0') {
+		for (size_t i = 0; i < n; i++) {
+			/* the block: its two comment lines, then samples up to
+			 * the next "# HELP" or the end */
+			const char *b = at[i];
+			if (strncmp(b, "# HELP ", 7) != 0)
+				return 0;
+			const char *samples = strchr(strchr(b, '\n') + 1, '\n') + 1;
+			const char *end = strstr(samples, "# HELP ");
+			if (end == NULL)
+				end = samples + strlen(samples);
+			const char *from = i == 0 ? b : samples;
+			size_t l = (size_t)(end - from);
+			if (len + l >= cap)
+				return 0;
+			memcpy(out + len, from, l);
+			len += l;
+			at[i] = end;
+		}
+	}
+	for (size_t i = 1; i < n; i++)
+		if (*at[i] != '\0')
+			return 0;
+	out[len] = '\0';
+	return len;
+}
+
+/* Each text of kwq_metrics_prometheus on its own into texts[i]. */
+static bool single_texts(kwq_t *const *q, size_t n, char (*texts)[8192])
+{
+	for (size_t i = 0; i < n; i++) {
+		int l = kwq_metrics_prometheus(q[i], texts[i], sizeof texts[i]);
+		if (l <= 0 || (size_t)l >= sizeof texts[i])
+			return false;
+	}
+	return true;
+}
+
+/* prometheus_all with no named queue: nothing, as an unnamed queue */
+static void t_prometheus_all_none(void)
+{
+	kwq_t *u = row_queue(NULL, NULL, NULL);
+	kwq_t *const qs[] = { NULL, u, NULL };
+	char buf[64];
+
+	CHECK_EQ(ADDS(u, "a"), 0);
+	CHECK_EQ(kwq_metrics_prometheus_all(NULL, 0, NULL, 0), 0);
+	memset(buf, 'x', sizeof buf);
+	CHECK_EQ(kwq_metrics_prometheus_all(NULL, 0, buf, sizeof buf), 0);
+	CHECK_EQ(buf[0], '\0');
+	CHECK_EQ(buf[1], 'x');
+	CHECK_EQ(kwq_metrics_prometheus_all(qs, 0, buf, sizeof buf), 0);
+	memset(buf, 'x', sizeof buf);
+	CHECK_EQ(kwq_metrics_prometheus_all(qs, 3, buf, sizeof buf), 0);
+	CHECK_EQ(buf[0], '\0');
+	CHECK_EQ(buf[1], 'x');
+	CHECK_EQ(kwq_metrics_prometheus_all(qs, 3, NULL, 0), 0);
+	memset(buf, 'x', sizeof buf);
+	CHECK_EQ(kwq_metrics_prometheus_all(qs, 3, buf, 0), 0); /* cap 0: untouched */
+	CHECK_EQ(buf[0], 'x');
+
+	CHECK_EQ(kwq_metrics_prometheus_all(NULL, 1, buf, sizeof buf), -EINVAL);
+	CHECK_EQ(kwq_metrics_prometheus_all(NULL, 0, NULL, 1), -EINVAL);
+	CHECK_EQ(kwq_metrics_prometheus_all(qs, 3, NULL, 1), -EINVAL);
+	kwq_free(u);
+}
+
+/* prometheus_all of one queue is kwq_metrics_prometheus, cut or not */
+static void t_prometheus_all_one(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(3 * SEC);
+	kwq_t *q = row_queue("one", c, NULL);
+	static char one[8192], all[8192];
+	kwq_item_t *i;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	kwq_clock_fake_step(c, 3 * MS);
+	CHECK_GET(q, "a", &i);
+	kwq_clock_fake_step(c, 250 * MS);
+
+	int n = kwq_metrics_prometheus(q, one, sizeof one);
+	CHECK_INT(n, >, 0);
+	CHECK_INT(n, <, (int)sizeof one);
+	CHECK_EQ(kwq_metrics_prometheus_all(&q, 1, NULL, 0), n);
+	CHECK_EQ(kwq_metrics_prometheus_all(&q, 1, all, sizeof all), n);
+	CHECK_MEM(all, strlen(all), one, strlen(one));
+	/* cut: the same prefix, the same NUL, the same return */
+	for (size_t cap = 1; cap <= (size_t)n + 1; cap += cap < 64 ? 1 : 61) {
+		memset(one, 'x', cap + 2);
+		memset(all, 'y', cap + 2);
+		CHECK_EQ(kwq_metrics_prometheus(q, one, cap), n);
+		CHECK_EQ(kwq_metrics_prometheus_all(&q, 1, all, cap), n);
+		CHECK_MEM(all, strlen(all), one, strlen(one));
+		CHECK_EQ(strlen(all), cap - 1 < (size_t)n ? cap - 1 : (size_t)n);
+		CHECK_EQ(all[cap + 1], 'y');
+	}
+	CHECK_EQ(kwq_done(q, i), 0);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* three named queues, an unnamed one and NULLs: each family once, the
+ * named queues' series in array order */
+static void t_prometheus_all_three(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *a = row_queue("zeta", c, NULL); /* not in name order */
+	kwq_t *b = row_queue("alpha", c, NULL);
+	kwq_t *d = row_queue("mu \"quoted\"", c, NULL);
+	kwq_t *u = row_queue(NULL, c, NULL);
+	kwq_t *const qs[] = { NULL, a, u, b, NULL, d };
+	kwq_t *const named[] = { a, b, d };
+	static char texts[3][8192], want[32768], all[32768], buf[32768];
+	static struct doc doc;
+	kwq_item_t *i;
+
+	/* different values in each */
+	CHECK_EQ(ADDS(a, "1"), 0);
+	CHECK_EQ(ADDS(b, "1"), 0);
+	CHECK_EQ(ADDS(b, "2"), 0);
+	CHECK_EQ(kwq_add_after(d, "1", 1, 0), 0);
+	CHECK_EQ(ADDS(u, "1"), 0);
+	kwq_clock_fake_step(c, 20 * MS);
+	CHECK_GET(b, "1", &i);
+	kwq_clock_fake_step(c, 7 * MS);
+
+	CHECK(single_texts(named, 3, texts));
+	const char *const tp[] = { texts[0], texts[1], texts[2] };
+	size_t wl = merge_texts(tp, 3, want, sizeof want);
+	CHECK_INT(wl, >, 0);
+
+	int n = kwq_metrics_prometheus_all(qs, 6, NULL, 0);
+	CHECK_EQ(n, wl);
+	CHECK_EQ(kwq_metrics_prometheus_all(qs, 6, all, sizeof all), n);
+	CHECK_MEM(all, strlen(all), want, wl);
+	if (!parse_text(all, (size_t)n, &doc)) {
+		TAP_FAIL_AT("strict parser: %s", doc.err);
+		return;
+	}
+	CHECK_EQ(doc.nfam, 9);
+	CHECK_EQ(doc.n, 3 * (2 * (2 + KWQ_HIST_BUCKETS + 1) + 5 + 2));
+	CHECK_EQ(promtool_check(all), 0);
+	/* the samples of each family: zeta's, then alpha's, then mu's */
+	static const char *const order[] = { "zeta", "alpha", "mu \"quoted\"" };
+	size_t fams = 0;
+	for (size_t s = 0; s < doc.n; fams++) {
+		const char *fam = doc.s[s].family;
+		for (size_t k = 0; k < 3; k++) {
+			size_t from = s;
+			while (s < doc.n && strcmp(doc.s[s].family, fam) == 0 &&
+			       strcmp(doc.s[s].qname, order[k]) == 0)
+				s++;
+			if (s == from) {
+				TAP_FAIL_AT("%s: no series of %s at sample %zu", fam, order[k], s);
+				return;
+			}
+		}
+		if (s < doc.n && strcmp(doc.s[s].family, fam) == 0) {
+			TAP_FAIL_AT("%s: sample %zu after the last queue's", fam, s);
+			return;
+		}
+	}
+	CHECK_EQ(fams, 9);
+	CHECK_DBL(doc_value(&doc, "workqueue_adds_total", ""), 1); /* zeta's, the first */
+
+	/* cut buffers: as snprintf */
+	for (size_t cap = 0; cap <= (size_t)n + 1; cap += cap < 64 ? 1 : 97) {
+		memset(buf, 'x', cap + 2);
+		CHECK_EQ(kwq_metrics_prometheus_all(qs, 6, buf, cap), n);
+		if (cap == 0) {
+			CHECK_EQ(buf[0], 'x');
+			continue;
+		}
+		size_t kept = cap - 1 < (size_t)n ? cap - 1 : (size_t)n;
+		CHECK_MEM(buf, strlen(buf), all, kept);
+		CHECK_EQ(buf[kept + 1], 'x');
+	}
+
+	/* two named queues with one name: refused, nothing written */
+	kwq_t *twin = row_queue("alpha", c, NULL);
+	kwq_t *const dup[] = { b, a, u, NULL, twin };
+	memset(buf, 'x', 4);
+	CHECK_EQ(kwq_metrics_prometheus_all(dup, 5, buf, sizeof buf), -EINVAL);
+	CHECK_EQ(kwq_metrics_prometheus_all(dup, 5, NULL, 0), -EINVAL);
+	CHECK_EQ(buf[0], 'x');
+	kwq_t *const same[] = { a, a };
+	CHECK_EQ(kwq_metrics_prometheus_all(same, 2, buf, sizeof buf), -EINVAL);
+	CHECK_INT(kwq_metrics_prometheus_all(dup, 4, NULL, 0), >, 0); /* without the twin */
+
+	CHECK_EQ(kwq_done(b, i), 0);
+	kwq_free(twin);
+	kwq_free(a);
+	kwq_free(b);
+	kwq_free(d);
+	kwq_free(u);
+	kwq_clock_free(c);
+}
+
+/* more named queues than fit the writer's stack: the same rules */
+static void t_prometheus_all_many(void)
+{
+	enum { N = 12 };
+	kwq_t *q[N];
+	static char texts[N][8192], want[N * 8192], all[N * 8192];
+	static struct doc doc;
+	const char *tp[N];
+
+	for (int k = 0; k < N; k++) {
+		char name[16];
+		snprintf(name, sizeof name, "q%02d", N - k);
+		q[k] = row_queue(name, NULL, NULL);
+		for (int j = 0; j <= k; j++) {
+			char key[8];
+			snprintf(key, sizeof key, "%d", j);
+			CHECK_EQ(kwq_add(q[k], key, strlen(key)), 0);
+		}
+		tp[k] = texts[k];
+	}
+	/* no held item: the texts do not depend on the time */
+	CHECK(single_texts(q, N, texts));
+	size_t wl = merge_texts(tp, N, want, sizeof want);
+	CHECK_INT(wl, >, 0);
+	int n = kwq_metrics_prometheus_all(q, N, all, sizeof all);
+	CHECK_EQ(n, wl);
+	CHECK_MEM(all, strlen(all), want, wl);
+	if (!parse_text(all, (size_t)n, &doc)) {
+		TAP_FAIL_AT("strict parser: %s", doc.err);
+		return;
+	}
+	CHECK_EQ(doc.n, N * (2 * (2 + KWQ_HIST_BUCKETS + 1) + 5 + 2));
+	CHECK_EQ(promtool_check(all), 0);
+
+	/* the first and the last with one name */
+	kwq_t *last = q[N - 1];
+	q[N - 1] = row_queue("q12", NULL, NULL);
+	CHECK_EQ(kwq_metrics_prometheus_all(q, N, all, sizeof all), -EINVAL);
+	CHECK_INT(kwq_metrics_prometheus_all(q + 1, N - 1, NULL, 0), >, 0); /* without q[0] */
+	kwq_free(q[N - 1]);
+	q[N - 1] = last;
+	for (int k = 0; k < N; k++)
+		kwq_free(q[k]);
+}
+
 /* ----------------------------------------- concurrent reads under load */
 
 #define LOAD_KEYS 256
@@ -1266,6 +1559,10 @@ static const struct tap_case cases[] = {
 	{ "prometheus_floats", t_prometheus_floats },
 	{ "prometheus_escaping", t_prometheus_escaping },
 	{ "prometheus_snprintf", t_prometheus_snprintf },
+	{ "prometheus_all_none", t_prometheus_all_none },
+	{ "prometheus_all_one", t_prometheus_all_one },
+	{ "prometheus_all_three", t_prometheus_all_three },
+	{ "prometheus_all_many", t_prometheus_all_many },
 	{ "concurrent_reads", t_concurrent_reads },
 };
 

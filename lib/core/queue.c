@@ -491,19 +491,77 @@ int kwq_metrics_read(kwq_t *q, struct kwq_metrics *m)
 	return 0;
 }
 
+/* Up to this many named queues an exposition's series and names live on
+ * the stack: the single-queue call never allocates. */
+#define PROM_ON_STACK 8
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Whether two of the n names are equal: sorted, then neighbours compared
+ * (O(n log n) for a service with many queues).  Reorders names[]. */
+static bool names_repeat(const char **names, size_t n)
+{
+	qsort(names, n, sizeof *names, name_cmp);
+	for (size_t i = 1; i < n; i++)
+		if (strcmp(names[i - 1], names[i]) == 0)
+			return true;
+	return false;
+}
+
+int kwq_metrics_prometheus_all(kwq_t *const *queues, size_t n, char *buf, size_t cap)
+{
+	if ((queues == NULL && n > 0) || (buf == NULL && cap > 0))
+		return -EINVAL;
+	size_t named = 0;
+	for (size_t i = 0; i < n; i++)
+		named += queues[i] != NULL && queues[i]->name != NULL;
+
+	struct kwq__metrics_series stack_series[PROM_ON_STACK], *series = stack_series;
+	const char *stack_names[PROM_ON_STACK], **names = stack_names;
+	if (named > PROM_ON_STACK) {
+		series = kwq__calloc(named, sizeof *series);
+		names = kwq__calloc(named, sizeof *names);
+		if (series == NULL || names == NULL) {
+			free(series);
+			free(names);
+			return -ENOMEM;
+		}
+	}
+	int rc = 0;
+	for (size_t i = 0, j = 0; i < n; i++) {
+		if (queues[i] != NULL && queues[i]->name != NULL)
+			names[j++] = queues[i]->name;
+	}
+	if (names_repeat(names, named)) {
+		rc = -EINVAL; /* duplicate series make the scrape invalid */
+		goto out;
+	}
+	for (size_t i = 0, j = 0; i < n; i++) {
+		kwq_t *q = queues[i];
+		if (q == NULL || q->name == NULL)
+			continue;
+		series[j].name = q->name;
+		rc = metrics_now(q, &series[j].m);
+		if (rc != 0)
+			goto out;
+		j++;
+	}
+	size_t len = kwq__metrics_prometheus_write(series, named, buf, cap);
+	rc = len > INT_MAX ? -EOVERFLOW : (int)len;
+out:
+	if (series != stack_series) {
+		free(series);
+		free(names);
+	}
+	return rc;
+}
+
 int kwq_metrics_prometheus(kwq_t *q, char *buf, size_t cap)
 {
-	if (q == NULL || (buf == NULL && cap > 0))
+	if (q == NULL)
 		return -EINVAL;
-	if (q->name == NULL) {
-		if (cap > 0)
-			buf[0] = '\0';
-		return 0;
-	}
-	struct kwq_metrics m;
-	int rc = metrics_now(q, &m);
-	if (rc != 0)
-		return rc;
-	size_t n = kwq__metrics_prometheus_write(&m, q->name, buf, cap);
-	return n > INT_MAX ? -EOVERFLOW : (int)n;
+	return kwq_metrics_prometheus_all(&q, 1, buf, cap);
 }

@@ -203,13 +203,21 @@ static inline void kwq__retries_inc(struct kwq__retry_stripe *r, uint64_t hash)
 
 uint64_t kwq__retries_sum(const struct kwq__retry_stripe *r);
 
+/* One queue's series in an exposition: its name label and its metrics. */
+struct kwq__metrics_series {
+	const char *name;
+	struct kwq_metrics m;
+};
+
 /*
- * kwq__metrics_prometheus_write - write *m as the Prometheus text
- * exposition (client-go's metric names, a name label) into buf, snprintf
- * style: returns the bytes the whole text needs (without the NUL), writes
- * at most cap bytes including a terminating NUL when cap > 0.
+ * kwq__metrics_prometheus_write - write the n series s[] as one Prometheus
+ * text exposition (client-go's metric names, a name label) into buf: each
+ * family's HELP and TYPE once, then its samples of s[0], s[1], ...; nothing
+ * when n is 0.  snprintf style: returns the bytes the whole text needs
+ * (without the NUL), writes at most cap bytes including a terminating NUL
+ * when cap > 0.  The names must differ (the caller checks).
  */
-size_t kwq__metrics_prometheus_write(const struct kwq_metrics *m, const char *name,
+size_t kwq__metrics_prometheus_write(const struct kwq__metrics_series *s, size_t n,
 				     char *buf, size_t cap);
 
 #endif

@@ -1,7 +1,8 @@
 /*
- * prometheus.c - the Prometheus text exposition (format 0.0.4) of one
- * queue's metrics, as client-go's registration in k8s.io/component-base
- * names them: one family per metric, a `name` label, HELP and TYPE lines,
+ * prometheus.c - the Prometheus text exposition (format 0.0.4) of the
+ * metrics of one queue or several, as client-go's registration in
+ * k8s.io/component-base names them: one family per metric, a `name` label,
+ * HELP and TYPE lines once per family followed by every queue's series,
  * client-go's seven families in name order (as Go's registry gathers
  * them), then kwq's two of 0.2 (delayed items, give-ups).
  *
@@ -16,6 +17,7 @@
  * from printf is read past, never copied.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,57 +224,80 @@ static void histogram(struct out *o, const char *metric, const char *qname,
 	put_str(o, "\n");
 }
 
-#define ADDS "workqueue_adds_total"
-#define DEPTH "workqueue_depth"
-#define LONGEST "workqueue_longest_running_processor_seconds"
-#define QUEUE "workqueue_queue_duration_seconds"
-#define RETRIES "workqueue_retries_total"
-#define UNFINISHED "workqueue_unfinished_work_seconds"
-#define WORK "workqueue_work_duration_seconds"
-#define DELAYED "workqueue_delayed_items"
-#define GIVE_UPS "workqueue_give_ups_total"
+/* How a family's value is read from struct kwq_metrics and written. */
+enum value { U64, I64, SECONDS, HISTOGRAM };
 
-size_t kwq__metrics_prometheus_write(const struct kwq_metrics *m, const char *name,
+/*
+ * The families in the order they are written: client-go's seven in name
+ * order, then the two of 0.2.
+ */
+static const struct family {
+	const char *name;
+	const char *type;
+	const char *help;
+	enum value value;
+	size_t offset; /* of the value in struct kwq_metrics */
+} families[] = {
+#define AT(f) offsetof(struct kwq_metrics, f)
+	{ "workqueue_adds_total", "counter",
+	  "Total number of adds handled by workqueue", U64, AT(adds_total) },
+	{ "workqueue_depth", "gauge", "Current depth of workqueue", I64, AT(depth) },
+	{ "workqueue_longest_running_processor_seconds", "gauge",
+	  "How many seconds has the longest running processor for workqueue been running.",
+	  SECONDS, AT(longest_running_processor_seconds) },
+	{ "workqueue_queue_duration_seconds", "histogram",
+	  "How long in seconds an item stays in workqueue before being requested.",
+	  HISTOGRAM, AT(queue_duration) },
+	{ "workqueue_retries_total", "counter",
+	  "Total number of retries handled by workqueue", U64, AT(retries_total) },
+	{ "workqueue_unfinished_work_seconds", "gauge",
+	  "How many seconds of work has done that is in progress and hasn't been "
+	  "observed by work_duration. Large values indicate stuck threads. One can "
+	  "deduce the number of stuck threads by observing the rate at which this "
+	  "increases.",
+	  SECONDS, AT(unfinished_work_seconds) },
+	{ "workqueue_work_duration_seconds", "histogram",
+	  "How long in seconds processing an item from workqueue takes.",
+	  HISTOGRAM, AT(work_duration) },
+	/* 0.2: after client-go's seven, not in name order with them */
+	{ "workqueue_delayed_items", "gauge",
+	  "How many keys are waiting on a delayed add to workqueue", I64, AT(delayed) },
+	{ "workqueue_give_ups_total", "counter",
+	  "Total number of retries given up after max_attempts by workqueue", U64,
+	  AT(give_ups_total) },
+#undef AT
+};
+
+/* One queue's series of family f. */
+static void series(struct out *o, const struct family *f, const struct kwq__metrics_series *s)
+{
+	const void *at = (const char *)&s->m + f->offset;
+	switch (f->value) {
+	case U64:
+		sample_u64(o, f->name, s->name, *(const uint64_t *)at);
+		break;
+	case I64:
+		sample_i64(o, f->name, s->name, *(const int64_t *)at);
+		break;
+	case SECONDS:
+		sample_float(o, f->name, "", s->name, *(const double *)at);
+		break;
+	case HISTOGRAM:
+		histogram(o, f->name, s->name, at);
+		break;
+	}
+}
+
+size_t kwq__metrics_prometheus_write(const struct kwq__metrics_series *s, size_t n,
 				     char *buf, size_t cap)
 {
 	struct out o = { buf, cap, 0 };
 
-	family(&o, ADDS, "counter", "Total number of adds handled by workqueue");
-	sample_u64(&o, ADDS, name, m->adds_total);
-
-	family(&o, DEPTH, "gauge", "Current depth of workqueue");
-	sample_i64(&o, DEPTH, name, m->depth);
-
-	family(&o, LONGEST, "gauge",
-	       "How many seconds has the longest running processor for workqueue been running.");
-	sample_float(&o, LONGEST, "", name, m->longest_running_processor_seconds);
-
-	family(&o, QUEUE, "histogram",
-	       "How long in seconds an item stays in workqueue before being requested.");
-	histogram(&o, QUEUE, name, &m->queue_duration);
-
-	family(&o, RETRIES, "counter", "Total number of retries handled by workqueue");
-	sample_u64(&o, RETRIES, name, m->retries_total);
-
-	family(&o, UNFINISHED, "gauge",
-	       "How many seconds of work has done that is in progress and hasn't been "
-	       "observed by work_duration. Large values indicate stuck threads. One can "
-	       "deduce the number of stuck threads by observing the rate at which this "
-	       "increases.");
-	sample_float(&o, UNFINISHED, "", name, m->unfinished_work_seconds);
-
-	family(&o, WORK, "histogram",
-	       "How long in seconds processing an item from workqueue takes.");
-	histogram(&o, WORK, name, &m->work_duration);
-
-	/* 0.2: after client-go's seven, not in name order with them */
-	family(&o, DELAYED, "gauge", "How many keys are waiting on a delayed add to workqueue");
-	sample_i64(&o, DELAYED, name, m->delayed);
-
-	family(&o, GIVE_UPS, "counter",
-	       "Total number of retries given up after max_attempts by workqueue");
-	sample_u64(&o, GIVE_UPS, name, m->give_ups_total);
-
+	for (size_t f = 0; n > 0 && f < sizeof families / sizeof families[0]; f++) {
+		family(&o, families[f].name, families[f].type, families[f].help);
+		for (size_t i = 0; i < n; i++)
+			series(&o, &families[f], &s[i]);
+	}
 	if (cap > 0)
 		buf[o.len < cap ? o.len : cap - 1] = '\0';
 	return o.len;
