@@ -33,6 +33,15 @@ int kwq__keytable_count(struct kwq__keytable *t, const void *key, size_t len);
 /* Remove key and free its memory; nothing happens when it is absent. */
 void kwq__keytable_forget(struct kwq__keytable *t, const void *key, size_t len);
 
+/*
+ * Keep at most max_keys keys (0: no limit, the default): a bump of a new
+ * key past the cap forgets the key whose last bump is the oldest, and a cap
+ * below the number stored forgets the oldest at once.  Each eviction is
+ * O(1).  Keys stored while no cap was set count as older than any bumped
+ * since.  With a cap set, bump and forget also take a table-wide lock.
+ */
+void kwq__keytable_set_max_keys(struct kwq__keytable *t, size_t max_keys);
+
 /* The number of keys stored (a snapshot while calls are in flight). */
 size_t kwq__keytable_size(struct kwq__keytable *t);
 
