@@ -772,11 +772,13 @@ KWQ_API void kwq_limiter_free(kwq_limiter_t *l);
  * When a failure of a key the limiter does not remember would pass the
  * cap, the key whose last failure is the oldest is forgotten first (its
  * count goes back to 0); a cap below the number of keys remembered
- * forgets the oldest at once.  Each eviction is O(1).  max_of and
+ * forgets the oldest at once.  Keys last failed while no cap was set count
+ * as older than any failed since.  Each eviction is O(1); setting a cap
+ * where there was none visits every remembered key once.  max_of and
  * with_max_wait pass the cap to their children and skip custom ones.  The
  * bucket remembers no keys (0, no effect).  Thread-safe: may run beside
- * when, forget and num_requeues; with a cap set, a failure of a new key
- * and an eviction also take one limiter-wide lock.
+ * when, forget and num_requeues; with a cap set, when and forget also
+ * take one limiter-wide lock.
  *
  * Returns 0, -EINVAL (l NULL), -ENOTSUP (l is a custom limiter).
  */

@@ -128,11 +128,20 @@ static void bucket_destroy(struct kwq_limiter *l)
 	free(bucket(l));
 }
 
+/* The bucket remembers no keys: a cap has nothing to bound. */
+static int bucket_set_max_keys(struct kwq_limiter *l, size_t max_keys)
+{
+	(void)l;
+	(void)max_keys;
+	return 0;
+}
+
 static const struct kwq__limiter_ops bucket_ops = {
 	.when = bucket_when,
 	.forget = bucket_forget,
 	.num_requeues = bucket_num_requeues,
 	.destroy = bucket_destroy,
+	.set_max_keys = bucket_set_max_keys,
 };
 
 kwq_limiter_t *kwq_limiter_bucket(double qps, int burst, kwq_clock_t *clock)

@@ -63,11 +63,18 @@ static void exponential_destroy(struct kwq_limiter *l)
 	free(e);
 }
 
+static int exponential_set_max_keys(struct kwq_limiter *l, size_t max_keys)
+{
+	kwq__keytable_set_max_keys(exponential(l)->failures, max_keys);
+	return 0;
+}
+
 static const struct kwq__limiter_ops exponential_ops = {
 	.when = exponential_when,
 	.forget = exponential_forget,
 	.num_requeues = exponential_num_requeues,
 	.destroy = exponential_destroy,
+	.set_max_keys = exponential_set_max_keys,
 };
 
 kwq_limiter_t *kwq_limiter_exponential(int64_t base_ns, int64_t max_ns)

@@ -52,11 +52,18 @@ static void fast_slow_destroy(struct kwq_limiter *l)
 	free(f);
 }
 
+static int fast_slow_set_max_keys(struct kwq_limiter *l, size_t max_keys)
+{
+	kwq__keytable_set_max_keys(fast_slow(l)->failures, max_keys);
+	return 0;
+}
+
 static const struct kwq__limiter_ops fast_slow_ops = {
 	.when = fast_slow_when,
 	.forget = fast_slow_forget,
 	.num_requeues = fast_slow_num_requeues,
 	.destroy = fast_slow_destroy,
+	.set_max_keys = fast_slow_set_max_keys,
 };
 
 kwq_limiter_t *kwq_limiter_fast_slow(int64_t fast_ns, int64_t slow_ns, int max_fast_attempts)

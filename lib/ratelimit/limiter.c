@@ -51,6 +51,13 @@ int kwq_limiter_num_requeues(kwq_limiter_t *l, const void *key, size_t len)
 	return l->ops->num_requeues(l, key, len);
 }
 
+int kwq_limiter_set_max_keys(kwq_limiter_t *l, size_t max_keys)
+{
+	if (l == NULL)
+		return -EINVAL;
+	return l->ops->set_max_keys(l, max_keys);
+}
+
 void kwq_limiter_free(kwq_limiter_t *l)
 {
 	if (l != NULL)
@@ -107,11 +114,20 @@ static void custom_destroy(struct kwq_limiter *l)
 	free(c);
 }
 
+/* The callbacks own the keys: there is nothing we could evict. */
+static int custom_set_max_keys(struct kwq_limiter *l, size_t max_keys)
+{
+	(void)l;
+	(void)max_keys;
+	return -ENOTSUP;
+}
+
 static const struct kwq__limiter_ops custom_ops = {
 	.when = custom_when,
 	.forget = custom_forget,
 	.num_requeues = custom_num_requeues,
 	.destroy = custom_destroy,
+	.set_max_keys = custom_set_max_keys,
 };
 
 kwq_limiter_t *kwq_limiter_custom(const struct kwq_limiter_ops *ops, void *ctx)

@@ -27,6 +27,8 @@ struct kwq__limiter_ops {
 	/* >= 0, never an error. */
 	int (*num_requeues)(struct kwq_limiter *l, const void *key, size_t len);
 	void (*destroy)(struct kwq_limiter *l);
+	/* 0, or -ENOTSUP (a custom limiter: its keys are not ours to drop). */
+	int (*set_max_keys)(struct kwq_limiter *l, size_t max_keys);
 };
 
 struct kwq_limiter {

@@ -70,11 +70,22 @@ static void max_of_destroy(struct kwq_limiter *l)
 	free(m);
 }
 
+/* Every child that remembers keys gets the cap; custom ones are skipped. */
+static int max_of_set_max_keys(struct kwq_limiter *l, size_t max_keys)
+{
+	struct max_of_limiter *m = max_of(l);
+
+	for (size_t i = 0; i < m->n; i++)
+		(void)m->children[i]->ops->set_max_keys(m->children[i], max_keys);
+	return 0;
+}
+
 static const struct kwq__limiter_ops max_of_ops = {
 	.when = max_of_when,
 	.forget = max_of_forget,
 	.num_requeues = max_of_num_requeues,
 	.destroy = max_of_destroy,
+	.set_max_keys = max_of_set_max_keys,
 };
 
 static bool seen_before(kwq_limiter_t *const *limiters, size_t i)

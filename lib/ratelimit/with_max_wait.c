@@ -47,11 +47,20 @@ static void with_max_wait_destroy(struct kwq_limiter *l)
 	free(w);
 }
 
+/* A custom inner limiter is skipped (its -ENOTSUP is not passed on). */
+static int with_max_wait_set_max_keys(struct kwq_limiter *l, size_t max_keys)
+{
+	struct with_max_wait_limiter *w = with_max_wait(l);
+	(void)w->inner->ops->set_max_keys(w->inner, max_keys);
+	return 0;
+}
+
 static const struct kwq__limiter_ops with_max_wait_ops = {
 	.when = with_max_wait_when,
 	.forget = with_max_wait_forget,
 	.num_requeues = with_max_wait_num_requeues,
 	.destroy = with_max_wait_destroy,
+	.set_max_keys = with_max_wait_set_max_keys,
 };
 
 kwq_limiter_t *kwq_limiter_with_max_wait(kwq_limiter_t *inner, int64_t max_wait_ns)
