@@ -1,14 +1,17 @@
 /*
  * ratelimit_test.c - the rate limiters: client-go's default_rate_limiters
  * tests with their exact sequences, the token bucket on a fake clock, the
- * per-key table white-box, concurrency (run it under ThreadSanitizer) and
- * bad input (run it under AddressSanitizer: ownership taken on failure must
- * not leak).
+ * per-key table white-box, the cap on remembered keys, concurrency (run
+ * it under ThreadSanitizer) and bad input (run it under AddressSanitizer:
+ * ownership taken on failure must not leak).
  */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <kwq.h>
 
@@ -808,6 +811,449 @@ static void t_concurrent_default(void)
 	kwq_clock_free(c);
 }
 
+/* ------------------------------------------------------------ the key cap */
+
+/* Keys "a".."e" remembered (1) or not (0), as a string such as "01101". */
+#define REMEMBERED(l, want)                                                     \
+	do {                                                                    \
+		char got_[6];                                                   \
+		for (int k_ = 0; k_ < 5; k_++) {                                \
+			char key_[2] = { (char)('a' + k_), 0 };                  \
+			got_[k_] = REQUEUES(l, key_) > 0 ? '1' : '0';              \
+		}                                                               \
+		got_[5] = 0;                                                    \
+		CHECK_MEM(got_, 5, want, strlen(want));                           \
+	} while (0)
+
+/* The cap's semantics, on one per-key limiter. */
+static void check_cap(kwq_limiter_t *l)
+{
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 3), 0);
+	WHEN(l, "a");
+	WHEN(l, "b");
+	WHEN(l, "c");
+	REMEMBERED(l, "11100");
+	/* A fourth key forgets the one failed longest ago. */
+	WHEN(l, "d");
+	REMEMBERED(l, "01110");
+	/* A re-failure makes b the latest: c goes next, not b. */
+	WHEN(l, "b");
+	CHECK_EQ(REQUEUES(l, "b"), 2);
+	WHEN(l, "e");
+	REMEMBERED(l, "01011");
+	CHECK_EQ(REQUEUES(l, "b"), 2);
+	/* An evicted key starts over. */
+	CHECK_EQ(REQUEUES(l, "a"), 0);
+	/* Recent to old: e b d.  A lower cap keeps the latest at once. */
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 2), 0);
+	REMEMBERED(l, "01001");
+	/* forget takes the key off the list too: no eviction to make room. */
+	CHECK_EQ(FORGET(l, "b"), 0);
+	WHEN(l, "c");
+	REMEMBERED(l, "00101");
+	WHEN(l, "a");
+	REMEMBERED(l, "10100");
+	/* A cap that is already met changes nothing. */
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 2), 0);
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 5), 0);
+	REMEMBERED(l, "10100");
+	/* 0: no cap again. */
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 0), 0);
+	for (int i = 0; i < 100; i++)
+		CHECK_EQ(kwq_limiter_when(l, &i, sizeof i) >= 0, 1);
+	REMEMBERED(l, "10100");
+	for (int i = 0; i < 100; i++)
+		CHECK_EQ(kwq_limiter_num_requeues(l, &i, sizeof i), 1);
+	/*
+	 * A cap where there was none: the keys failed before it count as
+	 * older than any failure since, and the excess goes at once.
+	 */
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 10), 0);
+	int left = 0;
+	for (int i = 0; i < 100; i++)
+		left += kwq_limiter_num_requeues(l, &i, sizeof i) > 0;
+	left += REQUEUES(l, "a") > 0;
+	left += REQUEUES(l, "c") > 0;
+	CHECK_EQ(left, 10);
+	for (int k = 0; k < 5; k++) {
+		char key[2] = { (char)('a' + k), 0 };
+		FORGET(l, key);
+	}
+	for (int k = 0; k < 5; k++) {
+		char key[2] = { (char)('a' + k), 0 };
+		WHEN(l, key);
+	}
+	REMEMBERED(l, "11111");
+	left = 0;
+	for (int i = 0; i < 100; i++)
+		left += kwq_limiter_num_requeues(l, &i, sizeof i) > 0;
+	CHECK_EQ(left, 5);
+	/* The zero-length key is a key like any other. */
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 1), 0);
+	kwq_limiter_when(l, NULL, 0);
+	CHECK_EQ(kwq_limiter_num_requeues(l, NULL, 0), 1);
+	REMEMBERED(l, "00000");
+	WHEN(l, "a");
+	CHECK_EQ(kwq_limiter_num_requeues(l, NULL, 0), 0);
+}
+
+static void t_cap_exponential(void)
+{
+	kwq_limiter_t *l = kwq_limiter_exponential(1 * MS, 1 * S);
+	CHECK(l != NULL);
+	check_cap(l);
+	if (tap_failed)
+		goto out;
+	/* An evicted key's backoff starts over too. */
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 1), 0);
+	CHECK_EQ(WHEN(l, "x"), 1 * MS);
+	CHECK_EQ(WHEN(l, "x"), 2 * MS);
+	CHECK_EQ(WHEN(l, "y"), 1 * MS);
+	CHECK_EQ(WHEN(l, "x"), 1 * MS);
+out:
+	/* Freed with keys on the list (ASan checks). */
+	kwq_limiter_free(l);
+}
+
+static void t_cap_fast_slow(void)
+{
+	kwq_limiter_t *l = kwq_limiter_fast_slow(1, 2, 1);
+	CHECK(l != NULL);
+	check_cap(l);
+	if (tap_failed)
+		goto out;
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 1), 0);
+	CHECK_EQ(WHEN(l, "x"), 1);
+	CHECK_EQ(WHEN(l, "x"), 2);
+	CHECK_EQ(WHEN(l, "y"), 1);
+	CHECK_EQ(WHEN(l, "x"), 1);
+out:
+	kwq_limiter_free(l);
+}
+
+static void t_cap_kinds(void)
+{
+	CHECK_EQ(kwq_limiter_set_max_keys(NULL, 1), -EINVAL);
+	CHECK_EQ(kwq_limiter_set_max_keys(NULL, 0), -EINVAL);
+
+	/* The bucket remembers no keys: nothing to cap, not an error. */
+	kwq_limiter_t *b = kwq_limiter_bucket(10.0, 5, NULL);
+	CHECK(b != NULL);
+	CHECK_EQ(kwq_limiter_set_max_keys(b, 1), 0);
+	CHECK_EQ(kwq_limiter_set_max_keys(b, 0), 0);
+	kwq_limiter_free(b);
+
+	/* A custom limiter's keys are its own: -ENOTSUP, and it is not called. */
+	struct probe p = { .answer = 1 };
+	struct kwq_limiter_ops ops = {
+		.size = sizeof ops,
+		.when = probe_when,
+		.forget = probe_forget,
+		.destroy = probe_destroy,
+	};
+	kwq_limiter_t *c = kwq_limiter_custom(&ops, &p);
+	CHECK(c != NULL);
+	CHECK_EQ(kwq_limiter_set_max_keys(c, 1), -ENOTSUP);
+	CHECK_EQ(kwq_limiter_set_max_keys(c, 0), -ENOTSUP);
+	CHECK_EQ(atomic_load(&p.whens) + atomic_load(&p.forgets), 0);
+	kwq_limiter_free(c);
+	CHECK_EQ(atomic_load(&p.destroys), 1);
+}
+
+/* max_of and with_max_wait pass the cap down and skip custom children. */
+static void t_cap_combinators(void)
+{
+	struct probe p = { .answer = 1 };
+	struct kwq_limiter_ops ops = {
+		.size = sizeof ops,
+		.when = probe_when,
+		.forget = probe_forget,
+		.destroy = probe_destroy,
+	};
+	kwq_limiter_t *kids[] = {
+		kwq_limiter_exponential(1 * MS, 1 * S),
+		kwq_limiter_custom(&ops, &p),
+		kwq_limiter_fast_slow(1, 2, 5),
+		kwq_limiter_bucket(1000.0, 1000, NULL),
+	};
+	kwq_limiter_t *ex = kids[0], *fs = kids[2];
+	kwq_limiter_t *l = kwq_limiter_max_of(kids, 4);
+	CHECK(l != NULL);
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 2), 0);
+	/* Keys start with 'k' for the probe, which counts them all. */
+	WHEN(l, "k1");
+	WHEN(l, "k2");
+	WHEN(l, "k3");
+	CHECK_EQ(atomic_load(&p.whens), 3);
+	CHECK_EQ(REQUEUES(ex, "k1"), 0);
+	CHECK_EQ(REQUEUES(fs, "k1"), 0);
+	CHECK_EQ(REQUEUES(l, "k1"), 0);
+	CHECK_EQ(REQUEUES(l, "k2"), 1);
+	CHECK_EQ(REQUEUES(l, "k3"), 1);
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 0), 0);
+	WHEN(l, "k1");
+	CHECK_EQ(REQUEUES(ex, "k1") + REQUEUES(fs, "k1"), 2);
+	CHECK_EQ(REQUEUES(l, "k2"), 1);
+	kwq_limiter_free(l);
+	CHECK_EQ(atomic_load(&p.destroys), 1);
+
+	/* with_max_wait over a per-key limiter, and over a custom one. */
+	l = kwq_limiter_with_max_wait(kwq_limiter_exponential(1 * MS, 1 * S), 1 * S);
+	CHECK(l != NULL);
+	check_cap(l);
+	kwq_limiter_free(l);
+	l = kwq_limiter_with_max_wait(kwq_limiter_custom(&ops, &p), 1 * S);
+	CHECK(l != NULL);
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 2), 0);
+	kwq_limiter_free(l);
+	CHECK_EQ(atomic_load(&p.destroys), 2);
+
+	/* Nested: max_of(with_max_wait(exponential)) reaches the leaf. */
+	kwq_limiter_t *inner[] = {
+		kwq_limiter_with_max_wait(kwq_limiter_exponential(1, 1 * S), 1 * S),
+	};
+	CHECK(inner[0] != NULL);
+	l = kwq_limiter_max_of(inner, 1);
+	CHECK(l != NULL);
+	check_cap(l);
+	kwq_limiter_free(l);
+
+	/* The default limiter: max_of(exponential, bucket). */
+	l = kwq_limiter_default();
+	CHECK(l != NULL);
+	check_cap(l);
+	kwq_limiter_free(l);
+}
+
+/* A queue's limiter, reached through kwq_limiter(q). */
+static void t_cap_queue(void)
+{
+	CHECK_PTR(kwq_limiter(NULL), ==, NULL);
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	kwq_t *q = kwq_new(&cfg);
+	CHECK(q != NULL);
+	kwq_limiter_t *l = kwq_limiter(q);
+	CHECK(l != NULL);
+	CHECK_EQ(kwq_limiter_set_max_keys(l, 1), 0);
+	CHECK_EQ(kwq_add_rate_limited(q, "a", 1), 0);
+	CHECK_EQ(kwq_num_requeues(q, "a", 1), 1);
+	CHECK_EQ(kwq_add_rate_limited(q, "b", 1), 0);
+	CHECK_EQ(kwq_num_requeues(q, "a", 1), 0);
+	CHECK_EQ(kwq_num_requeues(q, "b", 1), 1);
+	kwq_free(q);
+
+	/* A queue given a limiter hands back that one. */
+	cfg.limiter = kwq_limiter_exponential(1, 1 * S);
+	CHECK(cfg.limiter != NULL);
+	l = cfg.limiter;
+	q = kwq_new(&cfg);
+	CHECK(q != NULL);
+	CHECK_PTR(kwq_limiter(q), ==, l);
+	CHECK_EQ(kwq_limiter_set_max_keys(kwq_limiter(q), 4), 0);
+	kwq_free(q);
+}
+
+/* Bytes the allocator hands out now, or 0 where it cannot tell. */
+static size_t heap_in_use(void)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+	return mallinfo2().uordblks;
+#else
+	return 0;
+#endif
+}
+
+/*
+ * A million keys that each fail once, under a cap of 1,000: the table keeps
+ * the last 1,000 and its memory stays bounded.  Uncapped, the same run
+ * holds about 80 MB, and every sampled early key would still count 1.
+ */
+static void t_cap_bounded(void)
+{
+	enum { N = 1000000, CAP = 1000 };
+	/* Generous: a thousand entries and their slots take ~150 KB. */
+	const size_t bound = 4u << 20;
+	kwq_limiter_t *l = kwq_limiter_exponential(1, 1 * S);
+	CHECK(l != NULL);
+	CHECK_EQ(kwq_limiter_set_max_keys(l, CAP), 0);
+	size_t base = heap_in_use(), peak = base;
+
+	for (uint32_t i = 0; i < N; i++) {
+		CHECK_EQ(kwq_limiter_when(l, &i, sizeof i), 1);
+		if (i % 50000 == 0) {
+			size_t now = heap_in_use();
+			if (now > peak)
+				peak = now;
+		}
+	}
+	size_t end = heap_in_use();
+	if (end > peak)
+		peak = end;
+	CHECK_INT(peak - base, <, bound);
+
+	/* Every one of the last CAP keys is remembered, no earlier one is. */
+	for (uint32_t i = N - CAP; i < N; i++)
+		CHECK_EQ(kwq_limiter_num_requeues(l, &i, sizeof i), 1);
+	for (uint32_t i = 0; i < N - CAP; i += 997)
+		CHECK_EQ(kwq_limiter_num_requeues(l, &i, sizeof i), 0);
+	uint32_t just_gone = N - CAP - 1;
+	CHECK_EQ(kwq_limiter_num_requeues(l, &just_gone, sizeof just_gone), 0);
+	kwq_limiter_free(l);
+}
+
+#define CAP_THREADS 4
+#define CAP_KEYS 64
+#define CAP_MAX 16
+#define CAP_OPS 20000
+
+struct cap_worker {
+	kwq_limiter_t *l;
+	struct kwq__keytable *t;
+	uint64_t seed;
+	pthread_barrier_t *start;
+};
+
+/* Failures, forgets and reads of keys every thread shares. */
+static void *cap_hammer(void *arg)
+{
+	struct cap_worker *w = arg;
+	uint64_t x = w->seed;
+
+	pthread_barrier_wait(w->start);
+	for (int op = 0; op < CAP_OPS; op++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		int k = (int)(x % CAP_KEYS);
+		int what = (int)((x >> 32) % 4);
+		if (w->l != NULL) {
+			if (what == 0)
+				kwq_limiter_forget(w->l, &k, sizeof k);
+			else if (what == 1)
+				kwq_limiter_num_requeues(w->l, &k, sizeof k);
+			else if (kwq_limiter_when(w->l, &k, sizeof k) < 0)
+				return (void *)1;
+		} else {
+			if (what == 0)
+				kwq__keytable_forget(w->t, &k, sizeof k);
+			else if (what == 1)
+				kwq__keytable_count(w->t, &k, sizeof k);
+			else if (kwq__keytable_bump(w->t, &k, sizeof k) < 0)
+				return (void *)1;
+		}
+	}
+	return NULL;
+}
+
+struct cap_toggler {
+	struct kwq__keytable *t;
+	atomic_int *running;
+};
+
+/* Caps on, off and lowered while the workers run; it ends on CAP_MAX. */
+static void *cap_toggle(void *arg)
+{
+	struct cap_toggler *g = arg;
+	static const size_t caps[] = { 0, CAP_MAX, 4, 0, 1, CAP_MAX };
+	unsigned n = 0;
+
+	while (atomic_load(g->running) > 0)
+		kwq__keytable_set_max_keys(g->t, caps[n++ % 6]);
+	kwq__keytable_set_max_keys(g->t, CAP_MAX);
+	return NULL;
+}
+
+
+/* Four threads on overlapping keys under a cap: never more than it at rest. */
+static void t_cap_concurrent(void)
+{
+	kwq_limiter_t *l = kwq_limiter_exponential(1, 1 * S);
+	CHECK(l != NULL);
+	CHECK_EQ(kwq_limiter_set_max_keys(l, CAP_MAX), 0);
+	pthread_t th[CAP_THREADS];
+	struct cap_worker ws[CAP_THREADS];
+	pthread_barrier_t start;
+
+	pthread_barrier_init(&start, NULL, CAP_THREADS);
+	for (int i = 0; i < CAP_THREADS; i++) {
+		ws[i] = (struct cap_worker){ .l = l, .seed = 0x9e3779b97f4a7c15ULL * (i + 1),
+					     .start = &start };
+		CHECK_EQ(pthread_create(&th[i], NULL, cap_hammer, &ws[i]), 0);
+	}
+	for (int i = 0; i < CAP_THREADS; i++) {
+		void *ret;
+		pthread_join(th[i], &ret);
+		CHECK_PTR(ret, ==, NULL);
+	}
+	pthread_barrier_destroy(&start);
+
+	int remembered = 0;
+	for (int k = 0; k < CAP_KEYS; k++)
+		remembered += kwq_limiter_num_requeues(l, &k, sizeof k) > 0;
+	CHECK_INT(remembered, <=, CAP_MAX);
+	/* Still a working cap: CAP_MAX new keys push every old one out. */
+	for (int k = CAP_KEYS; k < CAP_KEYS + CAP_MAX; k++)
+		CHECK_EQ(kwq_limiter_when(l, &k, sizeof k), 1);
+	for (int k = 0; k < CAP_KEYS; k++)
+		CHECK_EQ(kwq_limiter_num_requeues(l, &k, sizeof k), 0);
+	kwq_limiter_free(l);
+}
+
+struct cap_counted {
+	struct cap_worker w;
+	atomic_int *running;
+};
+
+static void *cap_hammer_then_leave(void *arg)
+{
+	struct cap_counted *c = arg;
+	void *ret = cap_hammer(&c->w);
+	atomic_fetch_sub(c->running, 1);
+	return ret;
+}
+
+/* The table itself, with the cap set, lowered and lifted under the workers. */
+static void t_cap_concurrent_toggle(void)
+{
+	struct kwq__keytable *t = kwq__keytable_new();
+	CHECK(t != NULL);
+	pthread_t th[CAP_THREADS], tg;
+	struct cap_counted cs[CAP_THREADS];
+	pthread_barrier_t start;
+	atomic_int running = CAP_THREADS;
+	struct cap_toggler g = { .t = t, .running = &running };
+
+	pthread_barrier_init(&start, NULL, CAP_THREADS);
+	for (int i = 0; i < CAP_THREADS; i++) {
+		cs[i] = (struct cap_counted){
+			.w = { .t = t, .seed = 0x2545f4914f6cdd1dULL * (i + 1), .start = &start },
+			.running = &running,
+		};
+		CHECK_EQ(pthread_create(&th[i], NULL, cap_hammer_then_leave, &cs[i]), 0);
+	}
+	CHECK_EQ(pthread_create(&tg, NULL, cap_toggle, &g), 0);
+	for (int i = 0; i < CAP_THREADS; i++) {
+		void *ret;
+		pthread_join(th[i], &ret);
+		CHECK_PTR(ret, ==, NULL);
+	}
+	pthread_join(tg, NULL);
+	pthread_barrier_destroy(&start);
+
+	size_t remembered = 0;
+	for (int k = 0; k < CAP_KEYS; k++)
+		remembered += kwq__keytable_count(t, &k, sizeof k) > 0;
+	CHECK_EQ(kwq__keytable_size(t), remembered);
+	CHECK_INT(remembered, <=, CAP_MAX);
+	/* Every entry is on the list: CAP_MAX new keys evict all the others. */
+	for (int k = CAP_KEYS; k < CAP_KEYS + CAP_MAX; k++)
+		CHECK_EQ(kwq__keytable_bump(t, &k, sizeof k), 0);
+	CHECK_EQ(kwq__keytable_size(t), CAP_MAX);
+	for (int k = 0; k < CAP_KEYS; k++)
+		CHECK_EQ(kwq__keytable_count(t, &k, sizeof k), 0);
+	kwq__keytable_free(t);
+}
+
 /* ------------------------------------------------------------------ table */
 
 static const struct tap_case cases[] = {
@@ -837,6 +1283,14 @@ static const struct tap_case cases[] = {
 	{ "concurrent_exponential", t_concurrent_exponential },
 	{ "concurrent_fast_slow", t_concurrent_fast_slow },
 	{ "concurrent_default", t_concurrent_default },
+	{ "cap_exponential", t_cap_exponential },
+	{ "cap_fast_slow", t_cap_fast_slow },
+	{ "cap_kinds", t_cap_kinds },
+	{ "cap_combinators", t_cap_combinators },
+	{ "cap_queue", t_cap_queue },
+	{ "cap_bounded", t_cap_bounded },
+	{ "cap_concurrent", t_cap_concurrent },
+	{ "cap_concurrent_toggle", t_cap_concurrent_toggle },
 };
 
 int main(void)
