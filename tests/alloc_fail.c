@@ -335,6 +335,9 @@ static void s_limiters(struct run *r)
 	if (m != NULL && w == NULL && errno != ENOMEM)
 		fail(r, "kwq_limiter_with_max_wait failed with errno %d", errno);
 	account(r, C_LIMITER, b);
+	/* d under a cap: its new keys take the capped path, and evict. */
+	if (d != NULL && kwq_limiter_set_max_keys(d, 8) != 0)
+		fail(r, "kwq_limiter_set_max_keys failed");
 	for (int k = 0; k < 20; k++) {
 		kwq_limiter_t *ls[2] = { w, d };
 		for (int i = 0; i < 2; i++) {
