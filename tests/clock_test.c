@@ -38,7 +38,7 @@ static void pair(int64_t *mono, int64_t *metrics)
 		int64_t a = kwq__mono_now();
 		int64_t m = kwq__metrics_now(NULL);
 		int64_t b = kwq__mono_now();
-		if (b - a < best) {
+		if (i == 0 || b - a < best) {
 			best = b - a;
 			*mono = a + (b - a) / 2;
 			*metrics = m;

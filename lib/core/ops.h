@@ -73,6 +73,15 @@ struct kwq__ops {
 	int (*add)(struct kwq *q, const struct kwq__key *key, int priority);
 
 	/*
+	 * Optional (NULL: the core calls add n times): add of keys[0..n-1]
+	 * in order with one priority, each its own linearization point.
+	 * Stops at the first failure: returns its error (0 when all were
+	 * added) and the number added before it in *accepted.
+	 */
+	int (*add_many)(struct kwq *q, const struct kwq__key *keys, size_t n, int priority,
+			size_t *accepted);
+
+	/*
 	 * Hand out the head.  deadline is an absolute CLOCK_MONOTONIC time,
 	 * KWQ__DEADLINE_POLL (do not block) or KWQ__DEADLINE_NONE.
 	 * 0, -ESHUTDOWN, or -ETIMEDOUT when the deadline passed (also for

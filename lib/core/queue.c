@@ -219,6 +219,26 @@ int kwq_add_with(kwq_t *q, const void *key, size_t len, const struct kwq_add_opt
 	return add_with(q, &k, opts);
 }
 
+/* kwq_add_many's immediate adds through the implementation's add_many,
+ * hashed a run at a time. */
+static int add_many_now(kwq_t *q, const struct kwq_key_ref *keys, size_t n, int prio)
+{
+	enum { RUN = 32 };
+	struct kwq__key run[RUN];
+	size_t done = 0;
+
+	while (done < n) {
+		size_t m = n - done < RUN ? n - done : RUN, accepted;
+		for (size_t i = 0; i < m; i++)
+			key_check(q, keys[done + i].key, keys[done + i].len, &run[i]);
+		int rc = q->ops->add_many(q, run, m, prio, &accepted);
+		done += accepted;
+		if (rc < 0)
+			return done > 0 ? (int)done : rc;
+	}
+	return (int)n;
+}
+
 int kwq_add_many(kwq_t *q, const struct kwq_key_ref *keys, size_t n,
 		 const struct kwq_add_opts *opts)
 {
@@ -231,6 +251,9 @@ int kwq_add_many(kwq_t *q, const struct kwq_key_ref *keys, size_t n,
 	for (size_t i = 0; i < n; i++)
 		if ((keys[i].key == NULL && keys[i].len > 0) || keys[i].len > KWQ_KEY_MAX)
 			return -EINVAL;
+	if (q->ops->add_many != NULL &&
+	    (opts == NULL || (opts->after_ns <= 0 && !opts->rate_limited)))
+		return add_many_now(q, keys, n, opts == NULL ? 0 : opts->priority);
 	for (size_t i = 0; i < n; i++) {
 		key_check(q, keys[i].key, keys[i].len, &k);
 		int rc = opts == NULL ? add_now(q, &k, 0) : add_with(q, &k, opts);

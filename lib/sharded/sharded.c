@@ -1134,10 +1134,11 @@ static void wait_end(struct sharded_queue *s, struct shard *sh, struct entry *e,
 }
 
 /* add of k, found as e (or NULL), on lane: everything but the common case
- * (under the shard lock, which it releases). */
+ * (under the shard lock, which it releases).  *put: a copy was put, and
+ * the caller notifies the park. */
 static __attribute__((noinline)) int add_locked(struct sharded_queue *s, struct shard *sh,
 						const struct kwq__key *k, struct lane *lane,
-						struct entry *e)
+						struct entry *e, bool *put_out)
 {
 	struct lane *l;
 	bool put = false;
@@ -1177,19 +1178,16 @@ static __attribute__((noinline)) int add_locked(struct sharded_queue *s, struct 
 		}
 	}
 	shard_unlock(sh);
-	if (put)
-		kwq__park_notify(&s->park);
+	*put_out = put;
 	return rc;
 }
 
-static int sharded_add(struct kwq *q, const struct kwq__key *k, int prio)
+/* An add of k on lane; *put: a copy was put (the caller notifies). */
+static HOT_INLINE int add_one(struct sharded_queue *s, const struct kwq__key *k,
+			      struct lane *lane, bool *put)
 {
-	struct sharded_queue *s = sq(q);
 	struct shard *sh = shard_of(s, k->hash);
-	struct lane *lane = prio == 0 ? &s->lane0 : lane_get(s, prio);
 
-	if (lane == NULL)
-		return -ENOMEM;
 	shard_lock(sh);
 	struct entry *e = shard_find(sh, k);
 	/* The common case, kept short: a known ABSENT key with no wait. */
@@ -1197,11 +1195,51 @@ static int sharded_add(struct kwq *q, const struct kwq__key *k, int prio)
 			     state_get(e) == ST_ABSENT, 1)) {
 		int rc = make_queued(s, sh, e, lane);
 		shard_unlock(sh);
-		if (rc == 0)
-			kwq__park_notify(&s->park);
+		*put = rc == 0;
 		return rc;
 	}
-	return add_locked(s, sh, k, lane, e);
+	return add_locked(s, sh, k, lane, e, put);
+}
+
+static int sharded_add(struct kwq *q, const struct kwq__key *k, int prio)
+{
+	struct sharded_queue *s = sq(q);
+	struct lane *lane = prio == 0 ? &s->lane0 : lane_get(s, prio);
+	bool put = false;
+
+	if (lane == NULL)
+		return -ENOMEM;
+	int rc = add_one(s, k, lane, &put);
+	if (put)
+		kwq__park_notify(&s->park);
+	return rc;
+}
+
+/*
+ * kwq_add_many's immediate adds: each its own critical section, in array
+ * order, and one notify of the park for the whole run (after the last
+ * put: a woken worker that finds work wakes the next, park.h).
+ */
+static int sharded_add_many(struct kwq *q, const struct kwq__key *keys, size_t n, int prio,
+			    size_t *accepted)
+{
+	struct sharded_queue *s = sq(q);
+	struct lane *lane = prio == 0 ? &s->lane0 : lane_get(s, prio);
+	bool any = false;
+	size_t i = 0;
+	int rc = 0;
+
+	if (lane == NULL)
+		rc = -ENOMEM;
+	for (; rc == 0 && i < n; i++) {
+		bool put = false;
+		rc = add_one(s, &keys[i], lane, &put);
+		any |= put;
+	}
+	if (any)
+		kwq__park_notify(&s->park);
+	*accepted = rc == 0 ? n : i - 1;
+	return rc;
 }
 
 static int sharded_add_after(struct kwq *q, const struct kwq__key *k, struct kwq__wait_req *req)
@@ -1575,6 +1613,7 @@ const struct kwq__ops kwq__sharded_ops = {
 	.create = sharded_new,
 	.destroy = sharded_destroy,
 	.add = sharded_add,
+	.add_many = sharded_add_many,
 	.get = sharded_get,
 	.done = sharded_done,
 	.len = sharded_len,
