@@ -1134,11 +1134,12 @@ static void wait_end(struct sharded_queue *s, struct shard *sh, struct entry *e,
 }
 
 /* add of k, found as e (or NULL), on lane: everything but the common case
- * (under the shard lock, which it releases).  *put: a copy was put, and
- * the caller notifies the park. */
+ * (under the shard lock, which it releases).  1 when a copy was put (the
+ * caller notifies the park), 0 when the add changed state without a put,
+ * or the error. */
 static __attribute__((noinline)) int add_locked(struct sharded_queue *s, struct shard *sh,
 						const struct kwq__key *k, struct lane *lane,
-						struct entry *e, bool *put_out)
+						struct entry *e)
 {
 	struct lane *l;
 	bool put = false;
@@ -1178,13 +1179,12 @@ static __attribute__((noinline)) int add_locked(struct sharded_queue *s, struct 
 		}
 	}
 	shard_unlock(sh);
-	*put_out = put;
-	return rc;
+	return rc == 0 && put ? 1 : rc;
 }
 
-/* An add of k on lane; *put: a copy was put (the caller notifies). */
+/* An add of k on lane: as add_locked, 1 when a copy was put. */
 static HOT_INLINE int add_one(struct sharded_queue *s, const struct kwq__key *k,
-			      struct lane *lane, bool *put)
+			      struct lane *lane)
 {
 	struct shard *sh = shard_of(s, k->hash);
 
@@ -1195,24 +1195,23 @@ static HOT_INLINE int add_one(struct sharded_queue *s, const struct kwq__key *k,
 			     state_get(e) == ST_ABSENT, 1)) {
 		int rc = make_queued(s, sh, e, lane);
 		shard_unlock(sh);
-		*put = rc == 0;
-		return rc;
+		return rc == 0 ? 1 : rc;
 	}
-	return add_locked(s, sh, k, lane, e, put);
+	return add_locked(s, sh, k, lane, e);
 }
 
 static int sharded_add(struct kwq *q, const struct kwq__key *k, int prio)
 {
 	struct sharded_queue *s = sq(q);
 	struct lane *lane = prio == 0 ? &s->lane0 : lane_get(s, prio);
-	bool put = false;
 
 	if (lane == NULL)
 		return -ENOMEM;
-	int rc = add_one(s, k, lane, &put);
-	if (put)
-		kwq__park_notify(&s->park);
-	return rc;
+	int rc = add_one(s, k, lane);
+	if (rc <= 0)
+		return rc;
+	kwq__park_notify(&s->park);
+	return 0;
 }
 
 /*
@@ -1231,15 +1230,14 @@ static int sharded_add_many(struct kwq *q, const struct kwq__key *keys, size_t n
 
 	if (lane == NULL)
 		rc = -ENOMEM;
-	for (; rc == 0 && i < n; i++) {
-		bool put = false;
-		rc = add_one(s, &keys[i], lane, &put);
-		any |= put;
+	for (; rc >= 0 && i < n; i++) {
+		rc = add_one(s, &keys[i], lane);
+		any |= rc > 0;
 	}
 	if (any)
 		kwq__park_notify(&s->park);
-	*accepted = rc == 0 ? n : i - 1;
-	return rc;
+	*accepted = rc >= 0 ? n : i - 1;
+	return rc < 0 ? rc : 0;
 }
 
 static int sharded_add_after(struct kwq *q, const struct kwq__key *k, struct kwq__wait_req *req)
