@@ -529,17 +529,20 @@ def instruction_figures(data):
     """The callgrind counts bench/run records (instructions_per_cycle)."""
     per = data.get("instructions_per_cycle", {}).get("cases", {})
     figs = {}
+    order = {"unnamed": 0, "named": 1, "batch": 2}
     for name, v in per.items():
-        parts = name.split("/")  # W1/<impl>[/named]
+        parts = name.split("/")  # W1/<impl>[/named|/batch]
         if len(parts) < 2:
             continue
-        named = len(parts) > 2 and parts[2] == "named"
-        figs[(parts[1], named)] = Figure("W1instr", "named" if named else "unnamed",
-                                         parts[1], float(v), "count", "lower",
-                                         1 if named else 0)
-    for (impl, named), f in figs.items():
-        if named and (impl, False) in figs:
-            f.base = figs[(impl, False)]
+        mode = parts[2] if len(parts) > 2 else "unnamed"
+        if mode not in order:
+            continue
+        label = "in batches of 32, per item" if mode == "batch" else mode
+        figs[(parts[1], mode)] = Figure("W1instr", label, parts[1], float(v), "count",
+                                        "lower", order[mode])
+    for (impl, mode), f in figs.items():
+        if mode != "unnamed" and (impl, "unnamed") in figs:
+            f.base = figs[(impl, "unnamed")]
     return list(figs.values())
 
 
