@@ -10,6 +10,7 @@
  * hang).  The pauses only give a wrong implementation a chance to show.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -362,6 +363,9 @@ static void t_shutdown_dirty_requeued_on_done(void)
 struct drainer {
 	pthread_t thread;
 	kwq_t *q;
+	bool timed;      /* kwq_shutdown_drain_timeout(q, timeout) */
+	int64_t timeout;
+	int rc;          /* its return */
 	atomic_int tid;
 	atomic_int returned;
 };
@@ -370,7 +374,10 @@ static void *drainer_main(void *arg)
 {
 	struct drainer *d = arg;
 	atomic_store(&d->tid, (int)syscall(SYS_gettid));
-	kwq_shutdown_drain(d->q);
+	if (d->timed)
+		d->rc = kwq_shutdown_drain_timeout(d->q, d->timeout);
+	else
+		kwq_shutdown_drain(d->q);
 	atomic_store(&d->returned, 1);
 	return NULL;
 }
@@ -395,10 +402,14 @@ static char thread_state(int tid)
  * thread has returned, or sleeps inside kwq_shutdown_drain.  (A pause
  * alone is not enough on a loaded machine: a drain that begins after a
  * later kwq_shutdown waits for the queue to empty, as it should.)
+ * timed: kwq_shutdown_drain_timeout(q, timeout) instead, its return in rc.
  */
-static void drainer_start(struct drainer *d, kwq_t *q)
+static void drainer_run(struct drainer *d, kwq_t *q, bool timed, int64_t timeout)
 {
 	d->q = q;
+	d->timed = timed;
+	d->timeout = timeout;
+	d->rc = 1;
 	atomic_init(&d->tid, 0);
 	atomic_init(&d->returned, 0);
 	pthread_create(&d->thread, NULL, drainer_main, d);
@@ -408,6 +419,11 @@ static void drainer_start(struct drainer *d, kwq_t *q)
 			return;
 		pause_ms(1);
 	}
+}
+
+static void drainer_start(struct drainer *d, kwq_t *q)
+{
+	drainer_run(d, q, false, 0);
 }
 
 static void t_drain_waits_for_queued_and_held(void)
@@ -1458,6 +1474,632 @@ static void t_prio_rate_limited_opts(void)
 	kwq_clock_free(c);
 }
 
+/* ------------------------------------------------------- 0.2 additions */
+
+/* The key of a held item. */
+#define CHECK_KEY(it, s)                                                        \
+	do {                                                                    \
+		size_t kl_;                                                      \
+		const void *kk_ = kwq_item_key((it), &kl_);                       \
+		CHECK_MEM(kk_, kl_, (s), strlen(s));                              \
+	} while (0)
+
+/* What a queue's on_give_up saw. */
+struct give_ups {
+	kwq_t *q;        /* when set, the callback adds "cb" to it */
+	int calls;
+	int add_rc;      /* that add's return */
+	void *ctx;
+	pthread_t thread;
+	char key[16];
+	size_t len;
+};
+
+static void on_give_up(void *ctx, const void *key, size_t len)
+{
+	struct give_ups *g = ctx;
+	g->calls++;
+	g->ctx = ctx;
+	g->thread = pthread_self();
+	g->len = len;
+	if (len > 0 && len <= sizeof g->key)
+		memcpy(g->key, key, len);
+	if (g->q != NULL)
+		g->add_rc = kwq_add(g->q, "cb", 2);
+}
+
+/* A queue of the row with max_attempts and, with g, on_give_up. */
+static kwq_t *give_up_queue(kwq_clock_t *c, kwq_limiter_t *l, int max_attempts,
+			    struct give_ups *g)
+{
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = row->impl;
+	cfg.clock = c;
+	cfg.limiter = l;
+	cfg.max_attempts = max_attempts;
+	cfg.on_give_up = g != NULL ? on_give_up : NULL;
+	cfg.give_up_ctx = g;
+	kwq_t *q = kwq_new(&cfg);
+	if (q == NULL) {
+		printf("Bail out! kwq_new(%s): %s\n", row->name, kwq_strerror(errno));
+		exit(1);
+	}
+	return q;
+}
+
+/* A custom limiter that counts its calls and always answers `wait`. */
+struct counting {
+	int64_t wait;
+	atomic_int when, forget;
+};
+
+static int64_t counting_when(void *ctx, const void *key, size_t len)
+{
+	struct counting *c = ctx;
+	(void)key;
+	(void)len;
+	atomic_fetch_add(&c->when, 1);
+	return c->wait;
+}
+
+static void counting_forget(void *ctx, const void *key, size_t len)
+{
+	struct counting *c = ctx;
+	(void)key;
+	(void)len;
+	atomic_fetch_add(&c->forget, 1);
+}
+
+static kwq_limiter_t *counting_limiter(struct counting *c, int64_t wait)
+{
+	static const struct kwq_limiter_ops ops = {
+		.size = sizeof ops,
+		.when = counting_when,
+		.forget = counting_forget,
+	};
+	c->wait = wait;
+	atomic_init(&c->when, 0);
+	atomic_init(&c->forget, 0);
+	kwq_limiter_t *l = kwq_limiter_custom(&ops, c);
+	if (l == NULL) {
+		printf("Bail out! kwq_limiter_custom: %s\n", kwq_strerror(errno));
+		exit(1);
+	}
+	return l;
+}
+
+/* Count n failures of the key in the queue's limiter. */
+static int fail_times(kwq_t *q, const char *k, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (kwq_limiter_when(kwq_limiter(q), k, strlen(k)) < 0)
+			return -1;
+	}
+	return kwq_num_requeues(q, k, strlen(k));
+}
+
+/* kwq_limiter: the limiter given, or the default one, borrowed */
+static void t_limiter_of_queue(void)
+{
+	kwq_limiter_t *l = kwq_limiter_exponential(1 * MS, 1000 * MS);
+	kwq_t *q = row_queue(NULL, NULL, l);
+
+	CHECK_PTR(kwq_limiter(q), ==, l);
+	CHECK_PTR(kwq_limiter(q), ==, l); /* the same every time */
+	CHECK_EQ(kwq_limiter_when(kwq_limiter(q), "k", 1), 1 * MS);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 1);
+	CHECK_EQ(kwq_forget(q, "k", 1), 0);
+	CHECK_EQ(kwq_limiter_num_requeues(l, "k", 1), 0);
+	CHECK_PTR(kwq_limiter(NULL), ==, NULL);
+	kwq_free(q); /* frees l */
+
+	/* the default limiter: 5 ms first, on the queue's clock */
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	q = row_queue(NULL, c, NULL);
+	CHECK_PTR(kwq_limiter(q), !=, NULL);
+	CHECK_EQ(kwq_limiter_when(kwq_limiter(q), "k", 1), 5 * MS);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 1);
+	CHECK_EQ(kwq_add_rate_limited(q, "k", 1), 0);
+	CHECK_EQ(kwq_limiter_num_requeues(kwq_limiter(q), "k", 1), 2);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* ---------------------------------------------- 0.2: kwq_finish outcomes */
+
+/* KWQ_OK forgets the key's failures and ends the processing; a pending
+ * wait is left alone */
+static void t_finish_ok(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, kwq_limiter_exponential(1 * MS, 1000 * MS));
+	kwq_item_t *it, *x;
+
+	CHECK_EQ(fail_times(q, "a", 3), 3);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_OK, 0), 0);
+	CHECK_EQ(kwq_num_requeues(q, "a", 1), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+	CHECK_EQ(ADDS(q, "a"), 0); /* absent again: queued */
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET(q, "a", &it);
+	/* after_ns is not read for KWQ_OK */
+	CHECK_EQ(kwq_finish(q, it, KWQ_OK, -5), 0);
+	CHECK_EQ(kwq_len(q), 0);
+
+	/* a wait the key took while held still fires */
+	CHECK_EQ(ADDS(q, "w"), 0);
+	CHECK_GET(q, "w", &it);
+	CHECK_EQ(kwq_add_after(q, "w", 1, 50 * MS), 0);
+	CHECK_EQ(kwq_finish(q, it, KWQ_OK, 0), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_clock_fake_step(c, 50 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "w");
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* KWQ_RETRY is kwq_add_rate_limited: the limiter's wait, counted */
+static void t_finish_retry(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, kwq_limiter_exponential(1 * MS, 1000 * MS));
+	kwq_item_t *it;
+
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 1);
+	CHECK_EQ(kwq_len(q), 0); /* waits 1 ms */
+	kwq_clock_fake_step(c, 1 * MS - 2);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_clock_fake_step(c, 1);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, -7), 0); /* after_ns not read */
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 2);
+	kwq_clock_fake_step(c, 2 * MS - 2); /* waits 2 ms */
+	CHECK_NOTHING_MORE(q, c);
+	kwq_clock_fake_step(c, 1);
+	CHECK_EQ(wait_len(q, 1), 1);
+
+	/* max_attempts 0: never gives up */
+	for (int i = 3; i <= 8; i++) {
+		CHECK_GET(q, "k", &it);
+		CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+		CHECK_EQ(kwq_num_requeues(q, "k", 1), i);
+		kwq_clock_fake_step(c, 1000 * MS);
+		CHECK_EQ(wait_len(q, 1), 1);
+	}
+	CHECK_GET_DONE(q, "k");
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* KWQ_RETRY_AFTER: the given delay; the limiter is not asked, its count
+ * kept; 0 adds at once */
+static void t_finish_retry_after(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	static struct counting cnt;
+	kwq_t *q = row_queue(NULL, c, counting_limiter(&cnt, 1 * MS));
+	kwq_item_t *it;
+
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY_AFTER, 30 * MS), 0);
+	CHECK_EQ(atomic_load(&cnt.when), 0);
+	CHECK_EQ(atomic_load(&cnt.forget), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_clock_fake_step(c, 30 * MS - 2); /* not the limiter's 1 ms */
+	CHECK_NOTHING_MORE(q, c);
+	kwq_clock_fake_step(c, 1);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY_AFTER, 0), 0); /* at once */
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_OK, 0), 0);
+	CHECK_EQ(atomic_load(&cnt.when), 0);
+	CHECK_EQ(atomic_load(&cnt.forget), 1);
+	kwq_free(q);
+	kwq_clock_free(c);
+
+	/* a per-key limiter's count is kept */
+	c = kwq_clock_fake_new(0);
+	q = row_queue(NULL, c, kwq_limiter_exponential(1 * MS, 1000 * MS));
+	CHECK_EQ(fail_times(q, "k", 2), 2);
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY_AFTER, 10 * MS), 0);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 2);
+	kwq_clock_fake_step(c, 10 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "k");
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 2);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* KWQ_DROP forgets and cancels the key's wait */
+static void t_finish_drop(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, kwq_limiter_exponential(1 * MS, 1000 * MS));
+	kwq_item_t *it, *x;
+
+	CHECK_EQ(fail_times(q, "k", 2), 2);
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_add_after(q, "k", 1, 50 * MS), 0); /* held: waits */
+	CHECK_EQ(kwq_finish(q, it, KWQ_DROP, 0), 0);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+
+	/* a wait of a rate-limited add made while held, too */
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_add_rate_limited(q, "k", 1), 0);
+	CHECK_EQ(kwq_finish(q, it, KWQ_DROP, 0), 0);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 0);
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+
+	/* other keys' waits are not touched */
+	CHECK_EQ(kwq_add_after(q, "o", 1, 50 * MS), 0);
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_DROP, 0), 0);
+	kwq_clock_fake_step(c, 50 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "o");
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* An add made during processing is never lost, whatever the outcome (a
+ * give-up included) */
+static void t_finish_keeps_dirty(void)
+{
+	static const enum kwq_outcome outcomes[] = { KWQ_OK, KWQ_RETRY, KWQ_RETRY_AFTER,
+						     KWQ_DROP };
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	struct give_ups g = { 0 };
+	kwq_t *q = give_up_queue(c, kwq_limiter_exponential(1 * MS, 1000 * MS), 2, &g);
+	kwq_item_t *it;
+
+	for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++) {
+		CHECK_EQ(ADDS(q, "k"), 0);
+		CHECK_GET(q, "k", &it);
+		CHECK_EQ(ADDS(q, "k"), 0); /* held+dirty */
+		CHECK_EQ(ADDS(q, "z"), 0);
+		CHECK_EQ(kwq_finish(q, it, outcomes[i], 50 * MS), 0);
+		CHECK_EQ(kwq_len(q), 2); /* queued again at once, behind z */
+		CHECK_GET_DONE(q, "z");
+		CHECK_GET_DONE(q, "k");
+		/* the retry was absorbed: nothing fires later */
+		kwq_clock_fake_step(c, 1000 * MS);
+		CHECK_NOTHING_MORE(q, c);
+		CHECK_EQ(kwq_forget(q, "k", 1), 0);
+	}
+
+	/* a give-up: forgotten, the callback called, the re-add kept */
+	CHECK_EQ(fail_times(q, "k", 2), 2);
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+	CHECK_EQ(g.calls, 1);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET_DONE(q, "k");
+	kwq_clock_fake_step(c, 1000 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* max_attempts m: a key that fails every time is processed m + 1 times;
+ * on_give_up once, on the calling thread, before kwq_finish returns */
+static void t_finish_give_up(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	struct give_ups g = { 0 };
+	kwq_t *q = give_up_queue(c, kwq_limiter_exponential(1 * MS, 1000 * MS), 3, &g);
+	kwq_item_t *it;
+	int processed = 0;
+
+	g.q = q; /* the callback may call the queue */
+	CHECK_EQ(ADDS(q, "k"), 0);
+	while (g.calls == 0) {
+		CHECK_GET(q, "k", &it);
+		processed++;
+		CHECK_INT(processed, <=, 4);
+		int before = kwq_num_requeues(q, "k", 1);
+		CHECK_EQ(before, processed - 1);
+		CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+		if (g.calls == 0) {
+			CHECK_EQ(kwq_num_requeues(q, "k", 1), before + 1);
+			kwq_clock_fake_step(c, 1000 * MS);
+		}
+	}
+	CHECK_EQ(processed, 4);
+	CHECK_EQ(g.calls, 1);
+	CHECK_PTR(g.ctx, ==, &g);
+	CHECK(pthread_equal(g.thread, pthread_self()));
+	CHECK_MEM(g.key, g.len, "k", 1);
+	CHECK_EQ(g.add_rc, 0);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 0); /* forgotten */
+	/* not retried: only the callback's add is queued */
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET_DONE(q, "cb");
+	kwq_clock_fake_step(c, 10000 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	CHECK_EQ(g.calls, 1);
+
+	/* forgotten: the next failure starts over */
+	g.q = NULL;
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+	CHECK_EQ(g.calls, 1);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 1);
+
+	/* KWQ_RETRY_AFTER and kwq_add_rate_limited never give up */
+	kwq_clock_fake_step(c, 1000 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_EQ(fail_times(q, "k", 5), 6);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY_AFTER, 10 * MS), 0);
+	CHECK_EQ(g.calls, 1);
+	kwq_clock_fake_step(c, 10 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "k");
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(kwq_add_rate_limited(q, "k", 1), 0);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 9);
+	kwq_clock_fake_step(c, 100000 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "k");
+	CHECK_EQ(g.calls, 1);
+
+	/* another key gives up on its own count */
+	CHECK_EQ(fail_times(q, "j", 3), 3);
+	CHECK_EQ(ADDS(q, "j"), 0);
+	CHECK_GET(q, "j", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+	CHECK_EQ(g.calls, 2);
+	CHECK_MEM(g.key, g.len, "j", 1);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* A give-up makes no add: after shutdown it happens the same way and
+ * returns 0; without on_give_up too */
+static void t_finish_give_up_after_shutdown(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	struct give_ups g = { 0 };
+	kwq_t *q = give_up_queue(c, kwq_limiter_exponential(1 * MS, 1000 * MS), 1, &g);
+	kwq_item_t *it;
+
+	CHECK_EQ(fail_times(q, "k", 1), 1);
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+	CHECK_EQ(g.calls, 1);
+	CHECK_MEM(g.key, g.len, "k", 1);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 0);
+	CHECK_EQ(kwq_shutdown_drain_timeout(q, 0), 0); /* the done happened */
+	kwq_free(q);
+
+	q = give_up_queue(c, kwq_limiter_exponential(1 * MS, 1000 * MS), 2, NULL);
+	CHECK_EQ(fail_times(q, "k", 2), 2);
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_clock_fake_step(c, 1000 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* -ESHUTDOWN: the retry refused, the done still made (the handle
+ * consumed); -EINVAL: nothing happened, the handle still held */
+static void t_finish_errors(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	static struct counting cnt;
+	kwq_t *q = row_queue(NULL, c, counting_limiter(&cnt, 1 * MS));
+	kwq_item_t *it, *x;
+
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(NULL, it, KWQ_OK, 0), -EINVAL);
+	CHECK_EQ(kwq_finish(q, NULL, KWQ_OK, 0), -EINVAL);
+	CHECK_EQ(kwq_finish(q, it, (enum kwq_outcome)4, 0), -EINVAL);
+	CHECK_EQ(kwq_finish(q, it, (enum kwq_outcome)-1, 0), -EINVAL);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY_AFTER, -1), -EINVAL);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY_AFTER, INT64_MIN), -EINVAL);
+	CHECK_EQ(atomic_load(&cnt.when), 0);
+	CHECK_EQ(atomic_load(&cnt.forget), 0);
+	CHECK_KEY(it, "k"); /* still held */
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK(kwq_item_dirty(q, it));
+	CHECK_EQ(kwq_finish(q, it, KWQ_OK, 0), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET(q, "k", &it);
+
+	/* after shutdown: every retry refused, the done made */
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), -ESHUTDOWN);
+	CHECK_EQ(atomic_load(&cnt.when), 1); /* asked, as kwq_add_rate_limited */
+	CHECK_EQ(kwq_shutdown_drain_timeout(q, 0), 0); /* nothing held */
+	CHECK_EQ(kwq_get(q, &x), -ESHUTDOWN);
+	kwq_free(q);
+
+	static const struct {
+		enum kwq_outcome outcome;
+		int64_t after_ns;
+		int rc;
+	} cases[] = {
+		{ KWQ_OK, 0, 0 },
+		{ KWQ_RETRY, 0, -ESHUTDOWN },
+		{ KWQ_RETRY_AFTER, 0, -ESHUTDOWN },
+		{ KWQ_RETRY_AFTER, 10 * MS, -ESHUTDOWN },
+		{ KWQ_DROP, 0, 0 },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		/* a held+dirty item is still queued again by the done */
+		q = row_queue(NULL, c, NULL);
+		CHECK_EQ(ADDS(q, "k"), 0);
+		CHECK_GET(q, "k", &it);
+		CHECK_EQ(ADDS(q, "k"), 0);
+		CHECK_EQ(ADDS(q, "h"), 0);
+		CHECK_GET(q, "h", &x);
+		kwq_shutdown(q);
+		CHECK_EQ(kwq_finish(q, it, cases[i].outcome, cases[i].after_ns), cases[i].rc);
+		CHECK_EQ(kwq_len(q), 1);
+		CHECK_GET_DONE(q, "k");
+		/* a held item: absent */
+		CHECK_EQ(kwq_finish(q, x, cases[i].outcome, cases[i].after_ns), cases[i].rc);
+		CHECK_EQ(kwq_len(q), 0);
+		CHECK_EQ(kwq_shutdown_drain_timeout(q, 0), 0);
+		CHECK_EQ(kwq_get(q, &x), -ESHUTDOWN);
+		kwq_free(q);
+	}
+	kwq_clock_free(c);
+}
+
+/* max_attempts < 0 is refused; a config from before 0.2 reads it as 0 */
+static void t_finish_bad_config(void)
+{
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = row->impl;
+	cfg.max_attempts = -1;
+	cfg.limiter = kwq_limiter_exponential(MS, MS); /* freed on failure */
+	errno = 0;
+	CHECK_PTR(kwq_new(&cfg), ==, NULL);
+	CHECK_EQ(errno, EINVAL);
+	cfg.limiter = NULL;
+	cfg.max_attempts = INT32_MIN;
+	errno = 0;
+	CHECK_PTR(kwq_new(&cfg), ==, NULL);
+	CHECK_EQ(errno, EINVAL);
+
+	/* the 0.1 struct: max_attempts and what follows are not read */
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	struct give_ups g = { 0 };
+	cfg.size = offsetof(struct kwq_config, max_attempts);
+	cfg.max_attempts = -1;
+	cfg.on_give_up = on_give_up;
+	cfg.give_up_ctx = &g;
+	cfg.clock = c;
+	kwq_t *q = kwq_new(&cfg);
+	CHECK(q != NULL);
+	kwq_item_t *it;
+	CHECK_EQ(ADDS(q, "k"), 0);
+	for (int i = 0; i < 3; i++) {
+		CHECK_GET(q, "k", &it);
+		CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+		kwq_clock_fake_step(c, 1000 * MS);
+		CHECK_EQ(wait_len(q, 1), 1);
+	}
+	CHECK_EQ(g.calls, 0);
+	CHECK_GET_DONE(q, "k");
+	kwq_free(q);
+	kwq_clock_free(c);
+
+	/* the limits accepted */
+	cfg = KWQ_CONFIG_INIT;
+	cfg.impl = row->impl;
+	cfg.max_attempts = INT32_MAX;
+	q = kwq_new(&cfg);
+	CHECK(q != NULL);
+	kwq_free(q);
+}
+
+/* Concurrent producers and finishing workers: an add made during
+ * processing is seen by a later processing, whatever the outcomes (the
+ * fake clock never fires the retries) */
+#define FC_KEYS 64
+#define FC_ADDS 10000
+
+struct fc_shared {
+	kwq_t *q;
+	atomic_long version[FC_KEYS];
+	atomic_long seen[FC_KEYS];
+	atomic_int violations;
+};
+
+static void *fc_producer(void *arg)
+{
+	struct fc_shared *s = arg;
+	unsigned x = (unsigned)(uintptr_t)&x;
+
+	for (int i = 0; i < FC_ADDS; i++) {
+		x = x * 1103515245u + 12345u;
+		int k = (int)((x >> 8) % FC_KEYS);
+		atomic_fetch_add(&s->version[k], 1);
+		if (kwq_add(s->q, &k, sizeof k) != 0)
+			atomic_fetch_add(&s->violations, 1);
+	}
+	return NULL;
+}
+
+static void *fc_worker(void *arg)
+{
+	struct fc_shared *s = arg;
+	kwq_item_t *it;
+	unsigned n = 0;
+
+	while (kwq_get(s->q, &it) == 0) {
+		int k;
+		memcpy(&k, kwq_item_key(it, NULL), sizeof k);
+		atomic_store(&s->seen[k], atomic_load(&s->version[k]));
+		enum kwq_outcome o = (enum kwq_outcome)(n++ % 4);
+		int rc = kwq_finish(s->q, it, o, o == KWQ_RETRY_AFTER ? 1000 * MS : 0);
+		if (rc != 0 && rc != -ESHUTDOWN)
+			atomic_fetch_add(&s->violations, 1);
+	}
+	return NULL;
+}
+
+static void t_finish_concurrent_no_lost_update(void)
+{
+	static struct fc_shared s;
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	pthread_t pt[2], wt[2];
+
+	memset(&s, 0, sizeof s);
+	s.q = row_queue(NULL, c, kwq_limiter_exponential(1000 * MS, 1000 * MS));
+	for (int i = 0; i < 2; i++)
+		pthread_create(&wt[i], NULL, fc_worker, &s);
+	for (int i = 0; i < 2; i++)
+		pthread_create(&pt[i], NULL, fc_producer, &s);
+	for (int i = 0; i < 2; i++)
+		pthread_join(pt[i], NULL);
+	kwq_shutdown_drain(s.q);
+	for (int i = 0; i < 2; i++)
+		pthread_join(wt[i], NULL);
+	CHECK_EQ(atomic_load(&s.violations), 0);
+	for (int k = 0; k < FC_KEYS; k++)
+		CHECK_EQ(atomic_load(&s.seen[k]), atomic_load(&s.version[k]));
+	kwq_free(s.q);
+	kwq_clock_free(c);
+}
+
 /* ---------------------------------------------------------------- table */
 
 static const struct tap_case cases[] = {
@@ -1508,6 +2150,18 @@ static const struct tap_case cases[] = {
 	{ "prio_with_delays", t_prio_with_delays },
 	{ "prio_wait_kept_by_add", t_prio_wait_kept_by_add },
 	{ "prio_rate_limited_opts", t_prio_rate_limited_opts },
+	/* 0.2 additions */
+	{ "limiter_of_queue", t_limiter_of_queue },
+	{ "finish_ok", t_finish_ok },
+	{ "finish_retry", t_finish_retry },
+	{ "finish_retry_after", t_finish_retry_after },
+	{ "finish_drop", t_finish_drop },
+	{ "finish_keeps_dirty", t_finish_keeps_dirty },
+	{ "finish_give_up", t_finish_give_up },
+	{ "finish_give_up_after_shutdown", t_finish_give_up_after_shutdown },
+	{ "finish_errors", t_finish_errors },
+	{ "finish_bad_config", t_finish_bad_config },
+	{ "finish_concurrent_no_lost_update", t_finish_concurrent_no_lost_update },
 };
 
 int main(int argc, char **argv)
