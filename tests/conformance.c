@@ -2100,6 +2100,349 @@ static void t_finish_concurrent_no_lost_update(void)
 	kwq_clock_free(c);
 }
 
+/* ------------------------------------------------------ 0.2: kwq_cancel */
+
+/* queued -> absent; absent -> nothing; its place in the queue is gone */
+static void t_cancel_queued(void)
+{
+	kwq_t *q = row_queue(NULL, NULL, NULL);
+	kwq_item_t *x;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_EQ(add_prio(q, "c", 3), 0);
+	CHECK_EQ(ADDS(q, "d"), 0);
+	CHECK_EQ(kwq_cancel(q, "b", 1), 1);
+	CHECK_EQ(kwq_len(q), 3);
+	CHECK_EQ(kwq_cancel(q, "b", 1), 0); /* absent now */
+	CHECK_EQ(kwq_cancel(q, "c", 1), 1);
+	CHECK_EQ(kwq_cancel(q, "never", 5), 0);
+	CHECK_EQ(kwq_len(q), 2);
+	CHECK_EQ(ADDS(q, "b"), 0); /* absent -> queued at the tail */
+	CHECK_GET_DONE(q, "a");
+	CHECK_GET_DONE(q, "d");
+	CHECK_GET_DONE(q, "b");
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+
+	/* the empty key and binary keys */
+	CHECK_EQ(kwq_add(q, NULL, 0), 0);
+	CHECK_EQ(kwq_add(q, "a\0b", 3), 0);
+	CHECK_EQ(kwq_cancel(q, "", 0), 1);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 0);
+	CHECK_EQ(kwq_cancel(q, "a\0b", 3), 1);
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+
+	CHECK_EQ(kwq_cancel(NULL, "a", 1), -EINVAL);
+	CHECK_EQ(kwq_cancel(q, NULL, 1), -EINVAL);
+	CHECK_EQ(kwq_cancel(q, "a", (size_t)KWQ_KEY_MAX + 1), -EINVAL);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_cancel(q, "a", (size_t)KWQ_KEY_MAX + 1), -EINVAL);
+	CHECK_EQ(kwq_len(q), 1); /* changed nothing */
+	kwq_free(q);
+}
+
+/* waiting -> its delayed add dropped */
+static void t_cancel_waiting(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, NULL);
+
+	CHECK_EQ(kwq_add_after(q, "w", 1, 50 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "v", 1, 50 * MS), 0);
+	CHECK_EQ(kwq_cancel(q, "w", 1), 1);
+	CHECK_EQ(kwq_cancel(q, "w", 1), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_clock_fake_step(c, 50 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "v");
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+
+	/* a later delayed add waits again */
+	CHECK_EQ(kwq_add_after(q, "w", 1, 50 * MS), 0);
+	CHECK_EQ(kwq_cancel(q, "w", 1), 1);
+	CHECK_EQ(kwq_add_after(q, "w", 1, 80 * MS), 0);
+	kwq_clock_fake_step(c, 50 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_clock_fake_step(c, 30 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_DONE(q, "w");
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* held+dirty -> held, not dirty; held -> unchanged; held and waiting ->
+ * the wait dropped, still held */
+static void t_cancel_held(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, NULL);
+	kwq_item_t *a, *x;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 0); /* held: stays with its worker */
+	CHECK_KEY(a, "a");
+	CHECK_EQ(ADDS(q, "a"), 0); /* still held: this makes it dirty */
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK(kwq_item_dirty(q, a));
+	CHECK_EQ(kwq_cancel(q, "a", 1), 1);
+	CHECK(!kwq_item_dirty(q, a));
+	CHECK_EQ(kwq_cancel(q, "a", 1), 0);
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+	CHECK_EQ(kwq_done(q, a), 0); /* not queued again */
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+
+	/* dirty again after the cancel: queued again on done */
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 1);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK(kwq_item_dirty(q, a));
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET(q, "a", &a);
+
+	/* held and waiting */
+	CHECK_EQ(kwq_add_after(q, "a", 1, 50 * MS), 0);
+	CHECK(!kwq_item_dirty(q, a));
+	CHECK_EQ(kwq_cancel(q, "a", 1), 1);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 0);
+	CHECK_EQ(ADDS(q, "a"), 0); /* still held */
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 1);
+	CHECK_EQ(kwq_done(q, a), 0);
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* the limiter is not touched */
+static void t_cancel_keeps_limiter(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	static struct counting cnt;
+	kwq_t *q = row_queue(NULL, c, counting_limiter(&cnt, 10 * MS));
+
+	CHECK_EQ(kwq_add_rate_limited(q, "k", 1), 0);
+	CHECK_EQ(atomic_load(&cnt.when), 1);
+	CHECK_EQ(kwq_cancel(q, "k", 1), 1);
+	CHECK_EQ(ADDS(q, "j"), 0);
+	CHECK_EQ(kwq_cancel(q, "j", 1), 1);
+	CHECK_EQ(atomic_load(&cnt.when), 1);
+	CHECK_EQ(atomic_load(&cnt.forget), 0);
+	kwq_free(q);
+
+	q = row_queue(NULL, c, kwq_limiter_exponential(1 * MS, 1000 * MS));
+	CHECK_EQ(kwq_add_rate_limited(q, "k", 1), 0);
+	CHECK_EQ(kwq_add_rate_limited(q, "k", 1), 0);
+	CHECK_EQ(kwq_cancel(q, "k", 1), 1);
+	CHECK_EQ(kwq_num_requeues(q, "k", 1), 2);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* after shutdown too: a running drain then has less to wait for */
+static void t_cancel_after_shutdown(void)
+{
+	kwq_t *q = row_queue(NULL, NULL, NULL);
+	kwq_item_t *a, *x;
+	struct drainer d;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 1);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET_DONE(q, "b");
+	CHECK_EQ(kwq_get(q, &x), -ESHUTDOWN);
+	kwq_free(q);
+
+	/* a queued item: the drain returns once it is cancelled */
+	q = row_queue(NULL, NULL, NULL);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	drainer_start(&d, q);
+	pause_ms(20);
+	CHECK_EQ(atomic_load(&d.returned), 0);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 1);
+	pthread_join(d.thread, NULL);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_free(q);
+
+	/* a held+dirty item: the cancel drops its re-queue, the done ends it */
+	q = row_queue(NULL, NULL, NULL);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	drainer_start(&d, q);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 1);
+	pause_ms(20);
+	CHECK_EQ(atomic_load(&d.returned), 0); /* a still held */
+	CHECK_EQ(kwq_done(q, a), 0);
+	pthread_join(d.thread, NULL);
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(kwq_get(q, &x), -ESHUTDOWN);
+	kwq_free(q);
+}
+
+/* ------------------------------------------ 0.2: kwq_add_opts.replace */
+
+static int add_replace(kwq_t *q, const char *k, int64_t after_ns, int prio)
+{
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+	o.after_ns = after_ns;
+	o.priority = prio;
+	o.replace = true;
+	return kwq_add_with(q, k, strlen(k), &o);
+}
+
+static int add_after_prio(kwq_t *q, const char *k, int64_t after_ns, int prio)
+{
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+	o.after_ns = after_ns;
+	o.priority = prio;
+	return kwq_add_with(q, k, strlen(k), &o);
+}
+
+/* a waiting key takes the call's ready time and priority, later or lower
+ * ones included */
+static void t_replace_waiting(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, NULL);
+
+	/* later and lower */
+	CHECK_EQ(add_after_prio(q, "w", 50 * MS, 5), 0);
+	CHECK_EQ(add_replace(q, "w", 100 * MS, 1), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_clock_fake_step(c, 50 * MS);
+	CHECK_NOTHING_MORE(q, c); /* not at the old time */
+	kwq_clock_fake_step(c, 50 * MS - 1);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_PRIO(q, "w", 1);
+	kwq_clock_fake_step(c, 1000 * MS);
+	CHECK_NOTHING_MORE(q, c);
+
+	/* earlier and lower */
+	CHECK_EQ(add_after_prio(q, "w", 100 * MS, 5), 0);
+	CHECK_EQ(add_replace(q, "w", 50 * MS, -1), 0);
+	CHECK_EQ(add_after_prio(q, "z", 60 * MS, 0), 0);
+	kwq_clock_fake_step(c, 50 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_PRIO(q, "w", -1);
+	kwq_clock_fake_step(c, 10 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_PRIO(q, "z", 0);
+	kwq_clock_fake_step(c, 1000 * MS);
+	CHECK_NOTHING_MORE(q, c);
+
+	/* higher, as without replace */
+	CHECK_EQ(add_after_prio(q, "w", 50 * MS, 1), 0);
+	CHECK_EQ(add_replace(q, "w", 70 * MS, 4), 0);
+	kwq_clock_fake_step(c, 50 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_clock_fake_step(c, 20 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_PRIO(q, "w", 4);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* equal ready times: a replace counts as a new call setting that time */
+static void t_replace_equal_times(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, NULL);
+
+	CHECK_EQ(kwq_add_after(q, "a", 1, 300 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "b", 1, 300 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "c", 1, 300 * MS), 0);
+	CHECK_EQ(add_replace(q, "a", 300 * MS, 0), 0);
+	CHECK_EQ(kwq_add_after(q, "d", 1, 300 * MS), 0);
+	CHECK_EQ(add_replace(q, "b", 300 * MS, 0), 0);
+	kwq_clock_fake_step(c, 300 * MS);
+	CHECK_EQ(wait_len(q, 4), 4);
+	CHECK_GET_DONE(q, "c");
+	CHECK_GET_DONE(q, "a");
+	CHECK_GET_DONE(q, "d");
+	CHECK_GET_DONE(q, "b");
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* absent or held -> waiting; queued or held+dirty -> due already, only the
+ * priority may rise; a wait <= 0 -> as without replace */
+static void t_replace_other_states(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, NULL);
+	kwq_item_t *h;
+
+	/* absent */
+	CHECK_EQ(add_replace(q, "x", 50 * MS, 2), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_clock_fake_step(c, 50 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_PRIO(q, "x", 2);
+
+	/* held */
+	CHECK_EQ(ADDS(q, "h"), 0);
+	CHECK_GET(q, "h", &h);
+	CHECK_EQ(add_replace(q, "h", 50 * MS, 3), 0);
+	CHECK(!kwq_item_dirty(q, h));
+	CHECK_EQ(kwq_done(q, h), 0);
+	CHECK_EQ(kwq_len(q), 0); /* waiting */
+	kwq_clock_fake_step(c, 50 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET_PRIO(q, "h", 3);
+
+	/* queued: raised, never lowered, not delayed */
+	CHECK_EQ(ADDS(q, "q"), 0);
+	CHECK_EQ(add_prio(q, "p", 5), 0);
+	CHECK_EQ(add_replace(q, "q", 50 * MS, 3), 0);
+	CHECK_EQ(add_replace(q, "p", 50 * MS, 1), 0);
+	CHECK_EQ(kwq_len(q), 2);
+	CHECK_GET_PRIO(q, "p", 5);
+	CHECK_GET_PRIO(q, "q", 3);
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+
+	/* held+dirty: the re-queue's priority may rise, not fall */
+	CHECK_EQ(ADDS(q, "h"), 0);
+	CHECK_GET(q, "h", &h);
+	CHECK_EQ(ADDS(q, "h"), 0);
+	CHECK_EQ(add_replace(q, "h", 50 * MS, 2), 0);
+	CHECK_EQ(kwq_done(q, h), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET(q, "h", &h);
+	CHECK_EQ(kwq_item_priority(h), 2);
+	CHECK_EQ(add_prio(q, "h", 4), 0);
+	CHECK_EQ(add_replace(q, "h", 50 * MS, 1), 0);
+	CHECK_EQ(kwq_done(q, h), 0);
+	CHECK_GET_PRIO(q, "h", 4);
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+
+	/* a wait <= 0: an add now, the wait's higher priority kept, the wait
+	 * cancelled */
+	CHECK_EQ(add_after_prio(q, "w", 50 * MS, 5), 0);
+	CHECK_EQ(add_replace(q, "w", 0, 1), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET_PRIO(q, "w", 5);
+	CHECK_EQ(add_after_prio(q, "w", 50 * MS, 0), 0);
+	CHECK_EQ(add_replace(q, "w", -5, 2), 0);
+	CHECK_GET_PRIO(q, "w", 2);
+	kwq_clock_fake_step(c, 100 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
 /* ---------------------------------------------------------------- table */
 
 static const struct tap_case cases[] = {
@@ -2162,6 +2505,14 @@ static const struct tap_case cases[] = {
 	{ "finish_errors", t_finish_errors },
 	{ "finish_bad_config", t_finish_bad_config },
 	{ "finish_concurrent_no_lost_update", t_finish_concurrent_no_lost_update },
+	{ "cancel_queued", t_cancel_queued },
+	{ "cancel_waiting", t_cancel_waiting },
+	{ "cancel_held", t_cancel_held },
+	{ "cancel_keeps_limiter", t_cancel_keeps_limiter },
+	{ "cancel_after_shutdown", t_cancel_after_shutdown },
+	{ "replace_waiting", t_replace_waiting },
+	{ "replace_equal_times", t_replace_equal_times },
+	{ "replace_other_states", t_replace_other_states },
 };
 
 int main(int argc, char **argv)
