@@ -2443,6 +2443,347 @@ static void t_replace_other_states(void)
 	kwq_clock_free(c);
 }
 
+/* ---------------------------------------------------- 0.2: kwq_add_many */
+
+/* each add its own, in array order: FIFO follows the array */
+static void t_add_many_order(void)
+{
+	kwq_t *q = row_queue(NULL, NULL, NULL);
+	static int ids[200];
+	static struct kwq_key_ref refs[200];
+	kwq_item_t *it;
+
+	CHECK_EQ(ADDS(q, "first"), 0);
+	for (int i = 0; i < 200; i++) {
+		ids[i] = i;
+		refs[i] = (struct kwq_key_ref){ &ids[i], sizeof ids[i] };
+	}
+	CHECK_EQ(kwq_add_many(q, refs, 200, NULL), 200);
+	CHECK_EQ(kwq_len(q), 201);
+	CHECK_GET_DONE(q, "first");
+	for (int i = 0; i < 200; i++) {
+		int k;
+		CHECK_EQ(kwq_try_get(q, &it), 0);
+		memcpy(&k, kwq_item_key(it, NULL), sizeof k);
+		CHECK_EQ(k, i);
+		CHECK_EQ(kwq_done(q, it), 0);
+	}
+
+	/* repeats dedup and count as accepted; a held key goes dirty; the
+	 * empty key; the bytes copied */
+	char buf[2] = "b";
+	CHECK_EQ(ADDS(q, "h"), 0);
+	CHECK_GET(q, "h", &it);
+	const struct kwq_key_ref r[] = {
+		{ "a", 1 }, { buf, 1 }, { "a", 1 }, { "h", 1 }, { NULL, 0 }, { "b", 1 },
+	};
+	CHECK_EQ(kwq_add_many(q, r, 6, NULL), 6);
+	buf[0] = 'X';
+	CHECK_EQ(kwq_len(q), 3);
+	CHECK(kwq_item_dirty(q, it));
+	CHECK_EQ(kwq_done(q, it), 0);
+	CHECK_GET_DONE(q, "a");
+	CHECK_GET_DONE(q, "b");
+	CHECK_GET_DONE(q, "");
+	CHECK_GET_DONE(q, "h");
+	CHECK_EQ(kwq_try_get(q, &it), -EAGAIN);
+	kwq_free(q);
+}
+
+/* every key and opts checked before any add */
+static void t_add_many_validation(void)
+{
+	kwq_t *q = row_queue(NULL, NULL, NULL);
+	const struct kwq_key_ref bad_null[] = { { "a", 1 }, { "b", 1 }, { NULL, 1 } };
+	const struct kwq_key_ref bad_len[] = { { "a", 1 }, { "b", (size_t)KWQ_KEY_MAX + 1 } };
+	const struct kwq_key_ref good[] = { { "a", 1 }, { "b", 1 } };
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+
+	CHECK_EQ(kwq_add_many(q, bad_null, 3, NULL), -EINVAL);
+	CHECK_EQ(kwq_add_many(q, bad_len, 2, NULL), -EINVAL);
+	CHECK_EQ(kwq_add_many(q, bad_null, 3, &o), -EINVAL);
+	o.size = 0;
+	CHECK_EQ(kwq_add_many(q, good, 2, &o), -EINVAL);
+	o.size = offsetof(struct kwq_add_opts, priority);
+	CHECK_EQ(kwq_add_many(q, good, 2, &o), -EINVAL);
+	CHECK_EQ(kwq_add_many(NULL, good, 2, NULL), -EINVAL);
+	CHECK_EQ(kwq_add_many(q, NULL, 2, NULL), -EINVAL);
+	CHECK_EQ(kwq_add_many(q, good, (size_t)INT_MAX + 1, NULL), -EINVAL);
+	CHECK_EQ(kwq_add_many(q, good, SIZE_MAX, NULL), -EINVAL);
+	CHECK_EQ(kwq_len(q), 0); /* nothing added */
+
+	CHECK_EQ(kwq_add_many(q, NULL, 0, NULL), 0);
+	CHECK_EQ(kwq_add_many(q, good, 0, NULL), 0);
+	o = KWQ_ADD_OPTS_INIT;
+	CHECK_EQ(kwq_add_many(q, NULL, 0, &o), 0);
+	CHECK_EQ(kwq_len(q), 0);
+
+	/* a 0.1 opts (no replace): accepted */
+	o.size = offsetof(struct kwq_add_opts, replace);
+	o.priority = 1;
+	CHECK_EQ(kwq_add_many(q, good, 2, &o), 2);
+	CHECK_EQ(kwq_len(q), 2);
+
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_add_many(q, good, 2, NULL), -ESHUTDOWN);
+	o = KWQ_ADD_OPTS_INIT;
+	o.after_ns = 10 * MS;
+	const struct kwq_key_ref more[] = { { "c", 1 } };
+	CHECK_EQ(kwq_add_many(q, more, 1, &o), -ESHUTDOWN);
+	CHECK_EQ(kwq_len(q), 2);
+	kwq_free(q);
+}
+
+/* with opts: a priority, a delay */
+static void t_add_many_opts(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, NULL);
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+	const struct kwq_key_ref abc[] = { { "a", 1 }, { "b", 1 }, { "c", 1 } };
+	const struct kwq_key_ref def[] = { { "f", 1 }, { "d", 1 }, { "e", 1 } };
+
+	CHECK_EQ(ADDS(q, "z"), 0);
+	CHECK_EQ(add_prio(q, "y", 5), 0);
+	o.priority = 3;
+	CHECK_EQ(kwq_add_many(q, abc, 3, &o), 3);
+	CHECK_EQ(kwq_len(q), 5);
+	CHECK_GET_PRIO(q, "y", 5);
+	CHECK_GET_PRIO(q, "a", 3);
+	CHECK_GET_PRIO(q, "b", 3);
+	CHECK_GET_PRIO(q, "c", 3);
+	CHECK_GET_PRIO(q, "z", 0);
+
+	/* delayed: all wait; equal ready times come out in array order */
+	o.priority = 1;
+	o.after_ns = 50 * MS;
+	CHECK_EQ(ADDS(q, "q"), 0);
+	CHECK_EQ(kwq_add_many(q, def, 3, &o), 3);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET_PRIO(q, "q", 0);
+	kwq_clock_fake_step(c, 50 * MS - 2);
+	CHECK_NOTHING_MORE(q, c);
+	kwq_clock_fake_step(c, 1);
+	CHECK_EQ(wait_len(q, 3), 3);
+	CHECK_GET_PRIO(q, "f", 1);
+	CHECK_GET_PRIO(q, "d", 1);
+	CHECK_GET_PRIO(q, "e", 1);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* --------------------------------------- 0.2: kwq_get_batch, done_many */
+
+/* up to max, as that many consecutive gets: priority, then FIFO */
+static void t_get_batch_order(void)
+{
+	kwq_t *q = row_queue(NULL, NULL, NULL);
+	kwq_item_t *items[8], *x;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(add_prio(q, "b", 5), 0);
+	CHECK_EQ(ADDS(q, "c"), 0);
+	CHECK_EQ(add_prio(q, "d", 5), 0);
+	CHECK_EQ(add_prio(q, "e", 1), 0);
+	CHECK_EQ(add_prio(q, "f", -1), 0);
+	CHECK_EQ(kwq_get_batch(q, items, 4, 0), 4);
+	CHECK_KEY(items[0], "b");
+	CHECK_KEY(items[1], "d");
+	CHECK_KEY(items[2], "e");
+	CHECK_KEY(items[3], "a");
+	CHECK_EQ(kwq_item_priority(items[0]), 5);
+	CHECK_EQ(kwq_item_priority(items[2]), 1);
+	CHECK_EQ(kwq_len(q), 2);
+
+	/* each handle is held: an add makes it dirty, no get hands it out */
+	CHECK_EQ(ADDS(q, "d"), 0);
+	CHECK(kwq_item_dirty(q, items[1]));
+	CHECK(!kwq_item_dirty(q, items[0]));
+	CHECK_EQ(kwq_len(q), 2);
+	kwq_item_t *more[8];
+	CHECK_EQ(kwq_get_batch(q, more, 8, 1000 * MS), 2); /* did not wait */
+	CHECK_KEY(more[0], "c");
+	CHECK_KEY(more[1], "f");
+	CHECK_EQ(kwq_get_batch(q, &x, 1, 0), -EAGAIN);
+	CHECK_EQ(kwq_done_many(q, more, 2), 0);
+	CHECK_EQ(kwq_done_many(q, items, 4), 0);
+	CHECK_EQ(kwq_len(q), 1); /* d again */
+	CHECK_EQ(kwq_get_batch(q, items, 8, 0), 1);
+	CHECK_KEY(items[0], "d");
+	CHECK_EQ(kwq_done_many(q, items, 1), 0);
+
+	/* max 1 is one get; a max above INT_MAX counts as INT_MAX */
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_EQ(ADDS(q, "c"), 0);
+	CHECK_EQ(kwq_get_batch(q, items, 1, 0), 1);
+	CHECK_KEY(items[0], "a");
+	CHECK_EQ(kwq_get_batch(q, items + 1, SIZE_MAX, 0), 2);
+	CHECK_KEY(items[1], "b");
+	CHECK_KEY(items[2], "c");
+	CHECK_EQ(kwq_done_many(q, items, 3), 0);
+	CHECK_EQ(kwq_len(q), 0);
+	kwq_free(q);
+}
+
+/* -EAGAIN, -ETIMEDOUT, -ESHUTDOWN, -EINVAL; items untouched on error */
+static void t_get_batch_errors(void)
+{
+	kwq_t *q = row_queue(NULL, NULL, NULL);
+	kwq_item_t *const mark = (kwq_item_t *)(uintptr_t)1;
+	kwq_item_t *items[4] = { mark, mark, mark, mark };
+
+	CHECK_EQ(kwq_get_batch(q, items, 4, 0), -EAGAIN);
+	CHECK_EQ(kwq_get_batch(q, items, 4, -1), -EAGAIN);
+	CHECK_EQ(kwq_get_batch(q, items, 4, INT64_MIN), -EAGAIN);
+	CHECK_EQ(kwq_get_batch(q, items, 4, 20 * MS), -ETIMEDOUT);
+	CHECK_EQ(kwq_get_batch(NULL, items, 4, 0), -EINVAL);
+	CHECK_EQ(kwq_get_batch(q, NULL, 4, 0), -EINVAL);
+	CHECK_EQ(kwq_get_batch(q, items, 0, 0), -EINVAL);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(kwq_get_batch(q, items, 0, 0), -EINVAL);
+	CHECK_EQ(kwq_get_batch(q, NULL, 1, KWQ_FOREVER), -EINVAL);
+	for (int i = 0; i < 4; i++)
+		CHECK_PTR(items[i], ==, mark);
+	CHECK_EQ(kwq_len(q), 1); /* changed nothing */
+
+	/* after shutdown: what is queued, then -ESHUTDOWN at once */
+	CHECK_EQ(ADDS(q, "b"), 0);
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_get_batch(q, items, 4, KWQ_FOREVER), 2);
+	CHECK_KEY(items[0], "a");
+	CHECK_KEY(items[1], "b");
+	CHECK_PTR(items[2], ==, mark);
+	CHECK_EQ(kwq_done_many(q, items, 2), 0);
+	items[0] = items[1] = mark;
+	CHECK_EQ(kwq_get_batch(q, items, 4, 0), -ESHUTDOWN);
+	CHECK_EQ(kwq_get_batch(q, items, 4, 1000 * MS), -ESHUTDOWN);
+	CHECK_EQ(kwq_get_batch(q, items, 4, KWQ_FOREVER), -ESHUTDOWN);
+	CHECK_PTR(items[0], ==, mark);
+	kwq_free(q);
+}
+
+struct batcher {
+	pthread_t thread;
+	kwq_t *q;
+	size_t max;
+	int64_t timeout;
+	atomic_int state; /* 0 running, 1 returned */
+	int rc;
+	kwq_item_t *items[8];
+};
+
+static void *batcher_main(void *arg)
+{
+	struct batcher *b = arg;
+	b->rc = kwq_get_batch(b->q, b->items, b->max, b->timeout);
+	atomic_store(&b->state, 1);
+	return NULL;
+}
+
+static void batcher_start(struct batcher *b, kwq_t *q, size_t max, int64_t timeout)
+{
+	b->q = q;
+	b->max = max;
+	b->timeout = timeout;
+	atomic_init(&b->state, 0);
+	pthread_create(&b->thread, NULL, batcher_main, b);
+}
+
+/* blocks for the first item, never for a second; woken by an add, and by
+ * shutdown */
+static void t_get_batch_blocks(void)
+{
+	kwq_t *q = row_queue(NULL, NULL, NULL);
+	struct batcher b[2];
+
+	batcher_start(&b[0], q, 8, KWQ_FOREVER);
+	batcher_start(&b[1], q, 8, 600LL * 1000 * MS);
+	pause_ms(30);
+	CHECK_EQ(atomic_load(&b[0].state), 0);
+	CHECK_EQ(atomic_load(&b[1].state), 0);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	/* one of them takes it and returns with 1, not waiting for more */
+	struct batcher *got = NULL, *other = NULL;
+	for (int i = 0; i < 10000 && got == NULL; i++) {
+		for (int j = 0; j < 2; j++) {
+			if (atomic_load(&b[j].state) == 1) {
+				got = &b[j];
+				other = &b[1 - j];
+			}
+		}
+		if (got == NULL)
+			pause_ms(1);
+	}
+	CHECK(got != NULL);
+	pthread_join(got->thread, NULL);
+	CHECK_EQ(got->rc, 1);
+	CHECK_KEY(got->items[0], "a");
+	CHECK_EQ(kwq_done(q, got->items[0]), 0);
+	pause_ms(20);
+	CHECK_EQ(atomic_load(&other->state), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	pthread_join(other->thread, NULL);
+	CHECK_EQ(other->rc, 1);
+	CHECK_KEY(other->items[0], "b");
+	CHECK_EQ(kwq_done(q, other->items[0]), 0);
+
+	/* shutdown wakes them */
+	batcher_start(&b[0], q, 8, KWQ_FOREVER);
+	batcher_start(&b[1], q, 1, 600LL * 1000 * MS);
+	pause_ms(30);
+	CHECK_EQ(atomic_load(&b[0].state), 0);
+	CHECK_EQ(atomic_load(&b[1].state), 0);
+	kwq_shutdown(q);
+	for (int j = 0; j < 2; j++) {
+		pthread_join(b[j].thread, NULL);
+		CHECK_EQ(b[j].rc, -ESHUTDOWN);
+	}
+	kwq_free(q);
+}
+
+/* in order; a NULL handle anywhere: -EINVAL and none done */
+static void t_done_many(void)
+{
+	kwq_t *q = row_queue(NULL, NULL, NULL);
+	kwq_item_t *items[3], *x;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_EQ(ADDS(q, "c"), 0);
+	CHECK_EQ(kwq_get_batch(q, items, 3, 0), 3);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_EQ(ADDS(q, "c"), 0);
+	kwq_item_t *bad[4] = { items[0], items[1], items[2], NULL };
+	CHECK_EQ(kwq_done_many(q, bad, 4), -EINVAL);
+	bad[3] = items[2];
+	bad[2] = NULL;
+	CHECK_EQ(kwq_done_many(q, bad, 3), -EINVAL);
+	bad[0] = NULL;
+	CHECK_EQ(kwq_done_many(q, bad, 1), -EINVAL);
+	CHECK_EQ(kwq_done_many(NULL, items, 3), -EINVAL);
+	CHECK_EQ(kwq_done_many(q, NULL, 3), -EINVAL);
+	CHECK_EQ(kwq_done_many(q, NULL, 0), 0);
+	CHECK_EQ(kwq_done_many(q, items, 0), 0);
+	/* none done: all still held and dirty */
+	CHECK_EQ(kwq_len(q), 0);
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+	for (int i = 0; i < 3; i++)
+		CHECK(kwq_item_dirty(q, items[i]));
+	CHECK_KEY(items[2], "c");
+
+	/* done in order: re-queued in that order */
+	kwq_item_t *order[3] = { items[2], items[0], items[1] };
+	CHECK_EQ(kwq_done_many(q, order, 3), 0);
+	CHECK_EQ(kwq_len(q), 3);
+	CHECK_GET_DONE(q, "c");
+	CHECK_GET_DONE(q, "a");
+	CHECK_GET_DONE(q, "b");
+	CHECK_EQ(kwq_try_get(q, &x), -EAGAIN);
+	kwq_free(q);
+}
+
 /* ---------------------------------------------------------------- table */
 
 static const struct tap_case cases[] = {
@@ -2513,6 +2854,13 @@ static const struct tap_case cases[] = {
 	{ "replace_waiting", t_replace_waiting },
 	{ "replace_equal_times", t_replace_equal_times },
 	{ "replace_other_states", t_replace_other_states },
+	{ "add_many_order", t_add_many_order },
+	{ "add_many_validation", t_add_many_validation },
+	{ "add_many_opts", t_add_many_opts },
+	{ "get_batch_order", t_get_batch_order },
+	{ "get_batch_errors", t_get_batch_errors },
+	{ "get_batch_blocks", t_get_batch_blocks },
+	{ "done_many", t_done_many },
 };
 
 int main(int argc, char **argv)
