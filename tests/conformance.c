@@ -426,6 +426,11 @@ static void drainer_start(struct drainer *d, kwq_t *q)
 	drainer_run(d, q, false, 0);
 }
 
+static void drainer_start_timed(struct drainer *d, kwq_t *q, int64_t timeout)
+{
+	drainer_run(d, q, true, timeout);
+}
+
 static void t_drain_waits_for_queued_and_held(void)
 {
 	kwq_t *q = row_queue(NULL, NULL, NULL);
@@ -2784,6 +2789,141 @@ static void t_done_many(void)
 	kwq_free(q);
 }
 
+/* ------------------------------------- 0.2: kwq_shutdown_drain_timeout */
+
+static void t_drain_timeout(void)
+{
+	kwq_t *q = row_queue(NULL, NULL, NULL);
+	kwq_item_t *a, *x;
+	struct drainer d;
+
+	/* drained: 0 */
+	CHECK_EQ(kwq_shutdown_drain_timeout(q, 0), 0);
+	CHECK(kwq_shutting_down(q));
+	CHECK_EQ(kwq_shutdown_drain_timeout(q, 1000 * MS), 0);
+	CHECK_EQ(kwq_shutdown_drain_timeout(q, -1), 0);
+	CHECK_EQ(kwq_shutdown_drain_timeout(NULL, 0), -EINVAL);
+	kwq_free(q);
+
+	/* not drained: -ETIMEDOUT, shut down all the same */
+	q = row_queue(NULL, NULL, NULL);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(kwq_shutdown_drain_timeout(q, 0), -ETIMEDOUT);
+	CHECK(kwq_shutting_down(q));
+	CHECK_EQ(ADDS(q, "c"), -ESHUTDOWN);
+	CHECK_EQ(kwq_shutdown_drain_timeout(q, -5), -ETIMEDOUT);
+	CHECK_EQ(kwq_shutdown_drain_timeout(q, INT64_MIN), -ETIMEDOUT);
+	CHECK_EQ(kwq_shutdown_drain_timeout(q, 20 * MS), -ETIMEDOUT);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET_DONE(q, "b");
+	CHECK_EQ(kwq_shutdown_drain_timeout(q, 0), -ETIMEDOUT); /* a held */
+
+	/* a waiting drain returns 0 once drained */
+	drainer_start_timed(&d, q, 600LL * 1000 * MS);
+	pause_ms(20);
+	CHECK_EQ(atomic_load(&d.returned), 0);
+	CHECK_EQ(kwq_done(q, a), 0);
+	pthread_join(d.thread, NULL);
+	CHECK_EQ(d.rc, 0);
+	CHECK_EQ(kwq_get(q, &x), -ESHUTDOWN);
+	kwq_free(q);
+
+	/* a held+dirty item: the drain waits for its re-queue's processing */
+	q = row_queue(NULL, NULL, NULL);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK_EQ(ADDS(q, "a"), 0);
+	drainer_start_timed(&d, q, KWQ_FOREVER);
+	CHECK_EQ(kwq_done(q, a), 0);
+	pause_ms(20);
+	CHECK_EQ(atomic_load(&d.returned), 0);
+	CHECK_GET_DONE(q, "a");
+	pthread_join(d.thread, NULL);
+	CHECK_EQ(d.rc, 0);
+	kwq_free(q);
+}
+
+/* a kwq_shutdown ends a waiting drain, with 0 */
+static void t_drain_timeout_ended_by_shutdown(void)
+{
+	kwq_t *q = row_queue(NULL, NULL, NULL);
+	kwq_item_t *a;
+	struct drainer d[2];
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	CHECK_GET(q, "a", &a);
+	drainer_start_timed(&d[0], q, 600LL * 1000 * MS);
+	drainer_start_timed(&d[1], q, KWQ_FOREVER);
+	pause_ms(20);
+	CHECK_EQ(atomic_load(&d[0].returned), 0);
+	CHECK_EQ(atomic_load(&d[1].returned), 0);
+	kwq_shutdown(q);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(d[i].thread, NULL);
+		CHECK_EQ(d[i].rc, 0);
+	}
+	CHECK_EQ(kwq_len(q), 1); /* b was not waited for */
+	CHECK_EQ(kwq_done(q, a), 0);
+	kwq_free(q);
+}
+
+/* ------------------------------------------------- 0.2: kwq_item_dirty */
+
+static void t_item_dirty(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue(NULL, c, kwq_limiter_exponential(10 * MS, 1000 * MS));
+	kwq_item_t *a;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_GET(q, "a", &a);
+	CHECK(!kwq_item_dirty(q, a));
+	CHECK_EQ(ADDS(q, "b"), 0); /* another key */
+	CHECK(!kwq_item_dirty(q, a));
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK(kwq_item_dirty(q, a));
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK(kwq_item_dirty(q, a));
+	CHECK(!kwq_item_dirty(NULL, a));
+	CHECK(!kwq_item_dirty(q, NULL));
+	CHECK(!kwq_item_dirty(NULL, NULL));
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_GET_DONE(q, "b");
+	CHECK_GET(q, "a", &a); /* a new handle: not dirty */
+	CHECK(!kwq_item_dirty(q, a));
+	CHECK_EQ(add_prio(q, "a", 3), 0);
+	CHECK(kwq_item_dirty(q, a));
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_GET(q, "a", &a);
+
+	/* a delayed add counts once the timer applied it */
+	CHECK_EQ(kwq_add_after(q, "a", 1, 50 * MS), 0);
+	CHECK(!kwq_item_dirty(q, a));
+	kwq_clock_fake_step(c, 50 * MS - 1);
+	CHECK_NOTHING_MORE(q, c); /* the timer ran up to the ready time */
+	CHECK(kwq_item_dirty(q, a));
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_EQ(kwq_len(q), 1);
+	CHECK_GET(q, "a", &a);
+
+	/* a rate-limited add, likewise */
+	CHECK_EQ(kwq_add_rate_limited(q, "a", 1), 0); /* 10 ms */
+	CHECK(!kwq_item_dirty(q, a));
+	kwq_clock_fake_step(c, 5 * MS);
+	CHECK_NOTHING_MORE(q, c);
+	CHECK(!kwq_item_dirty(q, a));
+	kwq_clock_fake_step(c, 5 * MS - 1);
+	CHECK_NOTHING_MORE(q, c);
+	CHECK(kwq_item_dirty(q, a));
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_GET_DONE(q, "a");
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
 /* ---------------------------------------------------------------- table */
 
 static const struct tap_case cases[] = {
@@ -2861,6 +3001,9 @@ static const struct tap_case cases[] = {
 	{ "get_batch_errors", t_get_batch_errors },
 	{ "get_batch_blocks", t_get_batch_blocks },
 	{ "done_many", t_done_many },
+	{ "drain_timeout", t_drain_timeout },
+	{ "drain_timeout_ended_by_shutdown", t_drain_timeout_ended_by_shutdown },
+	{ "item_dirty", t_item_dirty },
 };
 
 int main(int argc, char **argv)
