@@ -1544,6 +1544,296 @@ static void t_concurrent_reads(void)
 	kwq_free(l.q);
 }
 
+/* ------------------------------------------------------- 0.2 additions */
+
+/* The delayed gauge once the timer thread has applied what became due, or
+ * shutdown dropped the waits (10 s at most). */
+static int64_t wait_delayed(kwq_t *q, int64_t want)
+{
+	struct kwq_metrics m = { .size = sizeof m };
+	for (int i = 0; i < 10000; i++) {
+		if (kwq_metrics_read(q, &m) != 0 || m.delayed == want)
+			break;
+		pause_ms(1);
+	}
+	return m.delayed;
+}
+
+/* delayed: +1 when a key starts waiting; -1 when the wait fires, an add or
+ * a cancel ends it, or shutdown drops it */
+static void t_delayed(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue("delayed", c, kwq_limiter_exponential(1 * MS, 1 * SEC));
+	struct kwq_metrics m;
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+	kwq_item_t *x;
+
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 0);
+	CHECK_EQ(kwq_add_after(q, "a", 1, 10 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "b", 1, 20 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "c", 1, 30 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "d", 1, 40 * MS), 0);
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 4);
+	CHECK_EQ(m.depth, 0);
+	/* a key waits once, whatever its later delayed adds */
+	CHECK_EQ(kwq_add_after(q, "a", 1, 5 * MS), 0);
+	CHECK_EQ(kwq_add_after(q, "b", 1, 50 * MS), 0);
+	o.after_ns = 60 * MS;
+	o.replace = true;
+	CHECK_EQ(kwq_add_with(q, "c", 1, &o), 0);
+	/* added at once, or absorbed: not waiting */
+	CHECK_EQ(kwq_add_after(q, "x", 1, 0), 0);
+	CHECK_EQ(kwq_add_after(q, "x", 1, 10 * MS), 0);
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 4);
+	CHECK_EQ(m.depth, 1);
+	CHECK_EQ(kwq_add_rate_limited(q, "r", 1), 0); /* 1 ms */
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 5);
+
+	/* fired */
+	kwq_clock_fake_step(c, 1 * MS);
+	CHECK_EQ(wait_len(q, 2), 2);
+	CHECK_EQ(wait_delayed(q, 4), 4);
+	kwq_clock_fake_step(c, 4 * MS); /* a, at 5 ms */
+	CHECK_EQ(wait_len(q, 3), 3);
+	CHECK_EQ(wait_delayed(q, 3), 3);
+	READ(q, &m);
+	CHECK_EQ(m.depth, 3);
+
+	/* ended by an add, by a cancel */
+	CHECK_EQ(ADDS(q, "b"), 0);
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 2);
+	CHECK_EQ(m.depth, 4);
+	CHECK_EQ(kwq_cancel(q, "c", 1), 1);
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 1);
+	CHECK_EQ(m.depth, 4);
+
+	/* a held key waits, and its wait fires into held+dirty */
+	CHECK_GET(q, "x", &x);
+	CHECK_EQ(kwq_add_after(q, "x", 1, 10 * MS), 0);
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 2);
+	CHECK_EQ(m.depth, 3);
+	kwq_clock_fake_step(c, 10 * MS);
+	CHECK_EQ(wait_delayed(q, 1), 1);
+	READ(q, &m);
+	CHECK_EQ(m.depth, 4);
+	CHECK_EQ(kwq_done(q, x), 0);
+
+	/* a held key's wait ended by KWQ_DROP */
+	CHECK_GET(q, "r", &x);
+	CHECK_EQ(kwq_add_after(q, "r", 1, 10 * MS), 0);
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 2);
+	CHECK_EQ(kwq_finish(q, x, KWQ_DROP, 0), 0);
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 1);
+
+	/* dropped by shutdown */
+	CHECK_EQ(kwq_add_after(q, "e", 1, 100 * MS), 0);
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 2);
+	kwq_shutdown(q);
+	CHECK_EQ(wait_delayed(q, 0), 0);
+	kwq_clock_fake_step(c, 1 * SEC);
+	pause_ms(20);
+	CHECK_EQ(wait_delayed(q, 0), 0);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* kwq_cancel: a removed queued or held+dirty item leaves depth, a removed
+ * wait leaves delayed; nothing else moves */
+static void t_cancel_depth(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	kwq_t *q = row_queue("cancel", c, NULL);
+	struct kwq_metrics m;
+	kwq_item_t *b;
+
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	READ(q, &m);
+	CHECK_EQ(m.depth, 2);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 1);
+	READ(q, &m);
+	CHECK_EQ(m.depth, 1);
+	CHECK_EQ(m.adds_total, 2);
+	CHECK_EQ(m.queue_duration.count, 0);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 0);
+	READ(q, &m);
+	CHECK_EQ(m.depth, 1);
+
+	CHECK_GET(q, "b", &b);
+	CHECK_EQ(ADDS(q, "b"), 0); /* held+dirty: counted */
+	READ(q, &m);
+	CHECK_EQ(m.depth, 1);
+	CHECK_EQ(m.adds_total, 3);
+	CHECK_EQ(kwq_cancel(q, "b", 1), 1);
+	READ(q, &m);
+	CHECK_EQ(m.depth, 0);
+	CHECK_EQ(kwq_cancel(q, "b", 1), 0); /* held */
+	kwq_clock_fake_step(c, 1 * MS);
+	CHECK_EQ(kwq_done(q, b), 0);
+	READ(q, &m);
+	CHECK_EQ(m.depth, 0);
+	CHECK_EQ(m.work_duration.count, 1);
+	CHECK_EQ(kwq_len(q), 0);
+
+	/* a wait */
+	CHECK_EQ(kwq_add_after(q, "w", 1, 10 * MS), 0);
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 1);
+	CHECK_EQ(m.retries_total, 1);
+	CHECK_EQ(kwq_cancel(q, "w", 1), 1);
+	READ(q, &m);
+	CHECK_EQ(m.delayed, 0);
+	CHECK_EQ(m.depth, 0);
+	CHECK_EQ(m.retries_total, 1);
+	CHECK_EQ(m.adds_total, 3);
+
+	/* the counts go on from there: re-adds count again */
+	CHECK_EQ(ADDS(q, "a"), 0);
+	CHECK_EQ(ADDS(q, "b"), 0);
+	READ(q, &m);
+	CHECK_EQ(m.depth, 2);
+	CHECK_EQ(m.adds_total, 5);
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_cancel(q, "a", 1), 1); /* after shutdown too */
+	READ(q, &m);
+	CHECK_EQ(m.depth, 1);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
+/* A named queue with max_attempts and on_give_up (or without). */
+static kwq_t *give_up_queue(const char *name, kwq_clock_t *c, int max_attempts,
+			    void (*fn)(void *, const void *, size_t), void *ctx)
+{
+	struct kwq_config cfg = KWQ_CONFIG_INIT;
+	cfg.impl = row->impl;
+	cfg.name = name;
+	cfg.clock = c;
+	cfg.limiter = kwq_limiter_exponential(1 * MS, 1 * SEC);
+	cfg.max_attempts = max_attempts;
+	cfg.on_give_up = fn;
+	cfg.give_up_ctx = ctx;
+	kwq_t *q = kwq_new(&cfg);
+	if (q == NULL) {
+		printf("Bail out! kwq_new(%s): %s\n", row->name, kwq_strerror(errno));
+		exit(1);
+	}
+	return q;
+}
+
+static void count_give_up(void *ctx, const void *key, size_t len)
+{
+	(void)key;
+	(void)len;
+	(*(int *)ctx)++;
+}
+
+/* Count n failures of the key in the queue's limiter. */
+static int fail_times(kwq_t *q, const char *k, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (kwq_limiter_when(kwq_limiter(q), k, strlen(k)) < 0)
+			return -1;
+	}
+	return kwq_num_requeues(q, k, strlen(k));
+}
+
+/* give_ups_total: +1 per give-up of kwq_finish, after shutdown too; a
+ * give-up is no retry and no add, but its done is a done */
+static void t_give_ups(void)
+{
+	kwq_clock_t *c = kwq_clock_fake_new(0);
+	int calls = 0;
+	kwq_t *q = give_up_queue("giveups", c, 2, count_give_up, &calls);
+	struct kwq_metrics m, before;
+	kwq_item_t *it;
+
+	READ(q, &m);
+	CHECK_EQ(m.give_ups_total, 0);
+	CHECK_EQ(fail_times(q, "k", 2), 2);
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	kwq_clock_fake_step(c, 1 * MS);
+	READ(q, &before);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+	CHECK_EQ(calls, 1);
+	READ(q, &m);
+	CHECK_EQ(m.give_ups_total, 1);
+	CHECK_EQ(m.retries_total, before.retries_total);
+	CHECK_EQ(m.adds_total, before.adds_total);
+	CHECK_EQ(m.depth, 0);
+	CHECK_EQ(m.delayed, 0);
+	CHECK_EQ(m.work_duration.count, before.work_duration.count + 1);
+	CHECK_DBL(m.work_duration.sum_seconds, 0.001);
+
+	/* a key that fails every time: retried twice, then given up */
+	CHECK_EQ(ADDS(q, "j"), 0);
+	for (int i = 0; i < 2; i++) {
+		CHECK_GET(q, "j", &it);
+		CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+		READ(q, &m);
+		CHECK_EQ(m.give_ups_total, 1);
+		CHECK_EQ(m.retries_total, (uint64_t)i + 1);
+		CHECK_EQ(m.delayed, 1);
+		kwq_clock_fake_step(c, 1 * SEC);
+		CHECK_EQ(wait_len(q, 1), 1);
+	}
+	CHECK_GET(q, "j", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+	READ(q, &m);
+	CHECK_EQ(m.give_ups_total, 2);
+	CHECK_EQ(m.retries_total, 2);
+	CHECK_EQ(m.delayed, 0);
+	CHECK_EQ(calls, 2);
+
+	/* KWQ_RETRY_AFTER never gives up */
+	CHECK_EQ(fail_times(q, "r", 5), 5);
+	CHECK_EQ(ADDS(q, "r"), 0);
+	CHECK_GET(q, "r", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY_AFTER, 1 * MS), 0);
+	READ(q, &m);
+	CHECK_EQ(m.give_ups_total, 2);
+	CHECK_EQ(m.retries_total, 3);
+	kwq_clock_fake_step(c, 1 * MS);
+	CHECK_EQ(wait_len(q, 1), 1);
+	CHECK_GET(q, "r", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_OK, 0), 0);
+
+	/* after shutdown */
+	CHECK_EQ(fail_times(q, "s", 2), 2);
+	CHECK_EQ(ADDS(q, "s"), 0);
+	CHECK_GET(q, "s", &it);
+	kwq_shutdown(q);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+	READ(q, &m);
+	CHECK_EQ(m.give_ups_total, 3);
+	CHECK_EQ(calls, 3);
+	kwq_free(q);
+
+	/* an unnamed queue gives up, and counts nothing */
+	q = give_up_queue(NULL, c, 1, count_give_up, &calls);
+	CHECK_EQ(fail_times(q, "k", 1), 1);
+	CHECK_EQ(ADDS(q, "k"), 0);
+	CHECK_GET(q, "k", &it);
+	CHECK_EQ(kwq_finish(q, it, KWQ_RETRY, 0), 0);
+	CHECK_EQ(calls, 4);
+	READ(q, &m);
+	CHECK_EQ(m.give_ups_total, 0);
+	kwq_free(q);
+	kwq_clock_free(c);
+}
+
 /* ---------------------------------------------------------------- table */
 
 static const struct tap_case cases[] = {
@@ -1564,6 +1854,10 @@ static const struct tap_case cases[] = {
 	{ "prometheus_all_three", t_prometheus_all_three },
 	{ "prometheus_all_many", t_prometheus_all_many },
 	{ "concurrent_reads", t_concurrent_reads },
+	/* 0.2 additions */
+	{ "delayed", t_delayed },
+	{ "cancel_depth", t_cancel_depth },
+	{ "give_ups", t_give_ups },
 };
 
 int main(int argc, char **argv)
