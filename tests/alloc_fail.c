@@ -31,7 +31,9 @@
  * threads: a failed start answers NULL with EAGAIN or ENOMEM, takes no
  * item, and leaves the queue not shut down) and kwq_parallelize (its
  * threads and their bookkeeping: done without, every piece still runs
- * exactly once).  It prints how many (call, n) points it
+ * exactly once), and the 0.2 calls (kwq_add_many accepting a prefix,
+ * kwq_get_batch, kwq_finish's retries, kwq_cancel, kwq_done_many,
+ * kwq_metrics_prometheus_all).  It prints how many (call, n) points it
  * covered: for each call, in how many runs the failing allocation fell
  * inside it.
  */
@@ -56,13 +58,15 @@
 enum call {
 	C_NEW, C_ADD, C_ADD_WITH, C_ADD_AFTER, C_ADD_RL, C_GET, C_DONE, C_FORGET,
 	C_NUM_REQUEUES, C_METRICS, C_PROM, C_LIMITER, C_WHEN, C_CLOCK, C_WORKERS,
-	C_PARALLELIZE, NCALLS
+	C_PARALLELIZE, C_ADD_MANY, C_FINISH, C_GET_BATCH, C_DONE_MANY, C_CANCEL, C_PROM_ALL,
+	NCALLS
 };
 static const char *const call_name[NCALLS] = {
 	"kwq_new", "kwq_add", "kwq_add_with", "kwq_add_after", "kwq_add_rate_limited",
 	"kwq_try_get", "kwq_done", "kwq_forget", "kwq_num_requeues", "kwq_metrics_read",
 	"kwq_metrics_prometheus", "kwq_limiter_*", "kwq_limiter_when", "kwq_clock_fake_new",
-	"kwq_workers_start", "kwq_parallelize",
+	"kwq_workers_start", "kwq_parallelize", "kwq_add_many", "kwq_finish", "kwq_get_batch",
+	"kwq_done_many", "kwq_cancel", "kwq_metrics_prometheus_all",
 };
 
 struct run {
@@ -433,6 +437,106 @@ static void s_parallel(struct run *r)
 	}
 }
 
+/* kwq_add_many of keys from..from+n-1: the accepted prefix is owed. */
+static void do_add_many(struct run *r, int from, int n)
+{
+	int keys[64];
+	struct kwq_key_ref refs[64];
+	for (int i = 0; i < n; i++) {
+		keys[i] = from + i;
+		refs[i] = (struct kwq_key_ref){ &keys[i], sizeof keys[i] };
+	}
+	long b = kwq__failpoint_count();
+	int rc = kwq_add_many(r->q, refs, (size_t)n, NULL);
+	account(r, C_ADD_MANY, b);
+	if (rc == -ENOMEM)
+		return;
+	if (rc < 0 || rc > n) {
+		fail(r, "kwq_add_many of %d keys returned %d", n, rc);
+		return;
+	}
+	for (int i = 0; i < rc; i++)
+		add_call(r, C_ADD_MANY, keys[i], 0);
+}
+
+/* kwq_finish of a held handle of key k: always consumed; a retry that
+ * returned 0 is owed (when it fires, the clock stepped). */
+static void do_finish(struct run *r, kwq_item_t *it, int k, enum kwq_outcome o)
+{
+	long b = kwq__failpoint_count();
+	int rc = kwq_finish(r->q, it, o, 1000);
+	account(r, C_FINISH, b);
+	if (rc != 0 && rc != -ENOMEM)
+		fail(r, "kwq_finish(%d) of key %d returned %d", (int)o, k, rc);
+	else if (rc == 0 && (o == KWQ_RETRY || o == KWQ_RETRY_AFTER))
+		add_call(r, C_FINISH, k, 0);
+}
+
+/*
+ * The 0.2 calls: kwq_add_many of new keys (entries, set growth, a ring
+ * segment: a failure part way accepts a prefix), kwq_get_batch (the
+ * mutex design's -ENOMEM for its first item only; later ones end the
+ * batch), kwq_finish's retries (the limiter's table, a wait record),
+ * kwq_cancel and kwq_done_many (which allocate nothing) and
+ * kwq_metrics_prometheus_all.
+ */
+static void s_v02(struct run *r)
+{
+	for (int k = 0; k < 1100; k += 50)
+		do_add_many(r, k, 50);
+	kwq_item_t *items[8];
+	long b = kwq__failpoint_count();
+	int n = kwq_get_batch(r->q, items, 8, 0);
+	account(r, C_GET_BATCH, b);
+	if (n < 0 && n != -EAGAIN && !(n == -ENOMEM && r->impl == KWQ_IMPL_MUTEX)) {
+		fail(r, "kwq_get_batch returned %d", n);
+		n = 0;
+	}
+	int keys[8];
+	for (int i = 0; i < n; i++)
+		keys[i] = handed(r, items[i]);
+	if (n >= 4) {
+		do_finish(r, items[0], keys[0], KWQ_RETRY);
+		do_finish(r, items[1], keys[1], KWQ_RETRY_AFTER);
+		do_finish(r, items[2], keys[2], KWQ_OK);
+		do_add(r, keys[3]); /* held+dirty: the cancel takes the re-add back */
+		b = kwq__failpoint_count();
+		int rc = kwq_cancel(r->q, &keys[3], sizeof keys[3]);
+		account(r, C_CANCEL, b);
+		if (rc < 0)
+			fail(r, "kwq_cancel returned %d", rc);
+		else if (rc == 1 && r->owed[keys[3]]) {
+			r->owed[keys[3]] = 0;
+			r->nowed--;
+		}
+		b = kwq__failpoint_count();
+		rc = kwq_done_many(r->q, items + 3, (size_t)(n - 3));
+		account(r, C_DONE_MANY, b);
+		if (rc != 0)
+			fail(r, "kwq_done_many returned %d", rc);
+	} else {
+		for (int i = 0; i < n; i++)
+			do_done(r, items[i]);
+	}
+	int k = 1000; /* a key queued now, cancelled: no longer owed */
+	if (k < NKEYS && r->owed[k]) {
+		b = kwq__failpoint_count();
+		int rc = kwq_cancel(r->q, &k, sizeof k);
+		account(r, C_CANCEL, b);
+		if (rc != 1)
+			fail(r, "kwq_cancel of queued key %d returned %d", k, rc);
+		r->owed[k] = 0;
+		r->nowed--;
+	}
+	char buf[16384];
+	kwq_t *qs[2] = { r->q, NULL };
+	b = kwq__failpoint_count();
+	int rc = kwq_metrics_prometheus_all(qs, 2, buf, sizeof buf);
+	account(r, C_PROM_ALL, b);
+	if (rc <= 0 || rc >= (int)sizeof buf)
+		fail(r, "kwq_metrics_prometheus_all returned %d", rc);
+}
+
 struct scenario {
 	const char *name;
 	void (*steps)(struct run *r);
@@ -450,6 +554,7 @@ static const struct scenario scenarios[] = {
 	{ "limiters", s_limiters, false, false },
 	{ "workers", s_workers, false, true },
 	{ "parallelize", s_parallel, false, false },
+	{ "v0.2", s_v02, false, true },
 };
 
 static kwq_t *make_queue(struct run *r)
