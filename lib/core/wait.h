@@ -8,8 +8,8 @@
  * timer's (lib/delay): the timer keeps it in time order and, when it comes
  * due, hands it back through kwq__ops.fire, which adds the key only if the
  * record is still the key's current wait.  A record that stopped being
- * current (an immediate add cancelled the wait, a delayed add moved it
- * earlier) is stale: the implementation marks it dropped and forgets it;
+ * current (an immediate add or kwq_cancel ended the wait, a delayed add
+ * moved it earlier or, with replace, anywhere) is stale: the implementation marks it dropped and forgets it;
  * the timer frees it when it surfaces.  The record's address names the
  * wait: a record is freed only by the timer, after the implementation
  * stopped pointing to it, so a stale record never matches a later wait.

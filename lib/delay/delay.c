@@ -12,10 +12,13 @@
  *   - kwq_add_after (kwq__ops.add_after): a queued or held+dirty key absorbs
  *     it (priority only); an absent or held key becomes waiting with a new
  *     record; a waiting key keeps the earlier ready time and the higher
- *     priority, and gets a new record only when the time moves earlier;
+ *     priority, and gets a new record only when the time moves earlier
+ *     (with replace: always, taking the call's time and priority; the new
+ *     record's place among equal ready times is that of a new call);
  *   - an immediate add (kwq__ops.add) cancels the wait in its own critical
  *     section and takes the wait's priority if higher: no second phase
  *     after the add, no queue-wide lock, nothing here on that path;
+ *     kwq_cancel (kwq__ops.cancel) ends it the same way;
  *   - the timer fires a record through kwq__ops.fire, which adds the key
  *     only if that record is still the key's current wait.
  * The timer is thus only a clock: it never decides, it proposes, and a

@@ -31,7 +31,12 @@
  *       fail.
  *
  * So the item states of the API are: queued = dirty and not processing;
- * held = processing and not dirty; held+dirty = both.
+ * held = processing and not dirty; held+dirty = both.  kwq_cancel, under the
+ * mutex: a queued item leaves the FIFO and dirty (and is freed), a
+ * held+dirty one leaves dirty (giving back its reserve, I7), a waiting one
+ * leaves waiting as when an add ends the wait.  kwq_item_dirty reads
+ * e->dirty, a copy of "in dirty and processing" kept under the mutex,
+ * without taking it.
  *
  * Differences from the reference, as the header states them: done takes the
  * handle a get returned, so a done of something not held is -EINVAL instead
