@@ -33,6 +33,36 @@
  *                 counts even when the add is then refused; bad arguments
  *                 count nothing.
  *
+ * The 0.2 calls (header bit 7), as the page gives them:
+ *
+ *   finish        OK: forget.  RETRY: with max_attempts m > 0 and the key's
+ *                 count already >= m a give-up (forget, give_ups_total + 1,
+ *                 on_give_up called once with the key), else
+ *                 add_rate_limited.  RETRY_AFTER: add_after(after_ns), the
+ *                 limiter untouched.  DROP: forget and cancel the wait only.
+ *                 Then the done, in every case: a held+dirty key is queued
+ *                 again.  0, or the add's -ESHUTDOWN (the done happened);
+ *                 -EINVAL (outcome outside the enum, RETRY_AFTER with
+ *                 after_ns < 0, which no other outcome reads): nothing
+ *                 happened, the handle is still held.
+ *   cancel        queued -> absent; a wait dropped; held+dirty -> held (no
+ *                 re-queue, item_dirty false); held, absent unchanged.  1
+ *                 when something was removed.  Also after shutdown.
+ *   replace       (a wait > 0) a waiting key takes the call's ready time and
+ *                 priority, and the call's sequence number even at an equal
+ *                 ready time; otherwise as without it.
+ *   add_many      add_with (opts NULL: add) of each key in array order, so
+ *                 repeated keys meet the rules above; n, or -ESHUTDOWN.
+ *   get_batch     what up to max consecutive gets take; -EAGAIN when it
+ *                 did not wait (timeout <= 0), -ETIMEDOUT when it did.
+ *   done_many     a done of each handle in order.
+ *   item_dirty    the held key is held+dirty (a wait counts once fired).
+ *   metrics       depth: +1 per counted add (absent -> queued, held ->
+ *                 held+dirty, a fired wait as its add), -1 per get, -1 per
+ *                 queued or held+dirty item a cancel removed; delayed: +1
+ *                 when a key starts waiting, -1 when its wait ends (fired,
+ *                 an add, a cancel, a DROP, shutdown); give_ups_total.
+ *
  * Where the library is known to differ from the page, a quirk bit
  * (DIFF_QUIRK_*, differential_driver.h) makes the model do what the
  * library does, so that the rest can still be compared.
@@ -69,7 +99,12 @@
  * ============
  * Header byte: bit 0 flush at the end (done everything held, step 1000 s,
  * get and done until nothing is queued; with bit 5 then a drain), bits 1-2
- * the third queue's shard count, bits 3-4 the clocks' start.  Then 4 bytes
+ * the third queue's shard count, bits 3-4 the clocks' start, bit 7 the 0.2
+ * alphabet: the kind byte goes through a second weight table that adds
+ * the 0.2 calls, the queues are named (for the metrics) and, with bit 6
+ * clear, have max_attempts 2 (else 0).  Without bit 7 an input decodes
+ * exactly as before 0.2 (bits 6-7 were ignored; the committed corpus had
+ * its bit 7 cleared).  Then 4 bytes
  * per operation: kind (through a 256-entry weight table), key (bits 0-3
  * the key, bit 4 pass key 0 as NULL, bit 5 pass the key through a buffer
  * overwritten after the call), a, b (the operation's parameters: a delay
@@ -77,6 +112,16 @@
  * priority, flags).  Operations are resolved against the model's state (a
  * done picks among the keys the model says are held; a get that the model
  * says would block gets a short timeout instead), so every input is valid.
+ * The 0.2 kinds: finish (x a held key, y & 3 the outcome, (y >> 2) & 15
+ * after_ns from the delay table, passed with every outcome), cancel (the
+ * key byte), add_with with replace (as add_with; x & 0x10 picks a delay
+ * from a grid-heavy table), add_many (1 + (y & 3) keys: the key byte's and
+ * x's nibbles; y & 4 opts NULL, else priority, after_ns and replace from
+ * y's high bits), get_batch (max 1 + (y & 3); timeout 0, -1, or
+ * KWQ_FOREVER where the model says it cannot block, a short one where it
+ * must time out), done_many (the held handles x's bits pick, y & 1
+ * reversed), item_dirty (x a held key), a metrics read, and the 0.2
+ * calls' bad inputs.
  */
 #include "differential_driver.h"
 
@@ -188,18 +233,41 @@ enum kind {
 	K_INVALID,
 	K_SHUTDOWN,
 	K_DRAIN,
+	/* the 0.2 alphabet only (header bit 7) */
+	K_FINISH,
+	K_CANCEL,
+	K_ADD_REPLACE,
+	K_ADD_MANY,
+	K_GET_BATCH,
+	K_DONE_MANY,
+	K_ITEM_DIRTY,
+	K_METRICS,
+	K_INVALID2,
 	K_COUNT
 };
 
-/* weights out of 256 */
-static const unsigned char kind_weight[K_COUNT] = {
-	[K_ADD] = 30, [K_ADD_AFTER] = 30, [K_ADD_WITH] = 36, [K_ADD_RL] = 10,
-	[K_TRY_GET] = 24, [K_GET_TIMEOUT0] = 6, [K_GET] = 14, [K_DONE] = 40,
-	[K_LEN] = 14, [K_STEP] = 22, [K_SHUTTING_DOWN] = 4, [K_FORGET] = 6,
-	[K_NUM_REQUEUES] = 6, [K_INVALID] = 10, [K_SHUTDOWN] = 2, [K_DRAIN] = 2,
+/* weights out of 256: [0] the 0.1 alphabet (its table is what it was
+ * before 0.2, so that inputs without header bit 7 decode as they did),
+ * [1] the 0.2 alphabet */
+static const unsigned char kind_weight[2][K_COUNT] = {
+	{
+		[K_ADD] = 30, [K_ADD_AFTER] = 30, [K_ADD_WITH] = 36, [K_ADD_RL] = 10,
+		[K_TRY_GET] = 24, [K_GET_TIMEOUT0] = 6, [K_GET] = 14, [K_DONE] = 40,
+		[K_LEN] = 14, [K_STEP] = 22, [K_SHUTTING_DOWN] = 4, [K_FORGET] = 6,
+		[K_NUM_REQUEUES] = 6, [K_INVALID] = 10, [K_SHUTDOWN] = 2, [K_DRAIN] = 2,
+	},
+	{
+		[K_ADD] = 20, [K_ADD_AFTER] = 18, [K_ADD_WITH] = 20, [K_ADD_RL] = 6,
+		[K_TRY_GET] = 16, [K_GET_TIMEOUT0] = 4, [K_GET] = 10, [K_DONE] = 18,
+		[K_LEN] = 6, [K_STEP] = 20, [K_SHUTTING_DOWN] = 2, [K_FORGET] = 4,
+		[K_NUM_REQUEUES] = 4, [K_INVALID] = 4, [K_SHUTDOWN] = 2, [K_DRAIN] = 2,
+		[K_FINISH] = 26, [K_CANCEL] = 12, [K_ADD_REPLACE] = 14, [K_ADD_MANY] = 12,
+		[K_GET_BATCH] = 14, [K_DONE_MANY] = 6, [K_ITEM_DIRTY] = 6, [K_METRICS] = 6,
+		[K_INVALID2] = 4,
+	},
 };
 
-static unsigned char kind_of_byte[256];
+static unsigned char kind_of_byte[2][256];
 
 static void kinds_init(void)
 {
@@ -207,12 +275,14 @@ static void kinds_init(void)
 	if (done)
 		return;
 	done = true;
-	int b = 0;
-	for (int k = 0; k < K_COUNT; k++)
-		for (int w = 0; w < kind_weight[k] && b < 256; w++)
-			kind_of_byte[b++] = (unsigned char)k;
-	while (b < 256) /* weights sum to 256; keep any rest harmless */
-		kind_of_byte[b++] = K_LEN;
+	for (int v = 0; v < 2; v++) {
+		int b = 0;
+		for (int k = 0; k < K_COUNT; k++)
+			for (int w = 0; w < kind_weight[v][k] && b < 256; w++)
+				kind_of_byte[v][b++] = (unsigned char)k;
+		while (b < 256) /* weights sum to 256; keep any rest harmless */
+			kind_of_byte[v][b++] = K_LEN;
+	}
 }
 
 /* delays for add_after / add_with (a & 15); GRID_n: due at the n-th next
@@ -228,6 +298,17 @@ static const int64_t step_table[8] = { 0, -3, 1, MS - 1, MS, 2 * MS, 5 * MS, 30 
 
 static const int prio_table[8] = { 0, 0, 1, 2, 3, -1, -2, 1 };
 
+/* add_with with replace (x & 7): mostly the grid, so that a replace often
+ * lands on a ready time other keys share */
+static const int64_t replace_delay[8] = { GRID1, GRID1, GRID2, GRID2, MS, 3 * MS, 0, 21 * MS };
+
+/* add_many's opts: priority ((y >> 3) & 3), after_ns ((y >> 5) & 3) */
+static const int many_prio[4] = { 0, 1, 2, -1 };
+static const int64_t many_delay[4] = { 0, MS, GRID1, 3 * MS };
+
+#define MANY_MAX 4  /* add_many's keys */
+#define BATCH_MAX 4 /* get_batch's max */
+
 enum invalid {
 	INV_ADD_NULL, INV_ADD_LONG, INV_AFTER_NULL, INV_AFTER_LONG,
 	INV_WITH_NULL_OPTS, INV_WITH_SIZE0, INV_WITH_SIZE_SHORT, INV_WITH_NULL_KEY,
@@ -235,6 +316,27 @@ enum invalid {
 	INV_GET_NULL, INV_DONE_NULL, INV_FORGET_NULL, INV_REQUEUES_LONG,
 	INV_COUNT
 };
+
+/* the 0.2 calls' bad inputs (K_INVALID2; K_INVALID keeps its 16) */
+enum invalid2 {
+	INV2_FINISH_NULL, INV2_FINISH_OUTCOME, INV2_FINISH_NEG_AFTER, INV2_CANCEL_NULL,
+	INV2_CANCEL_LONG, INV2_CANCEL_QNULL, INV2_MANY_NULL, INV2_MANY_BAD_KEY,
+	INV2_MANY_BAD_OPTS, INV2_MANY_ZERO, INV2_BATCH_NULL, INV2_BATCH_MAX0,
+	INV2_DONE_MANY_NULL, INV2_DONE_MANY_NULL_HANDLE, INV2_DONE_MANY_ZERO,
+	INV2_DIRTY_NULL, INV2_DIRTY_QNULL,
+	INV2_COUNT
+};
+
+static const char *const invalid2_name[INV2_COUNT] = {
+	"finish(NULL)", "finish(outcome outside the enum)", "finish(RETRY_AFTER, after < 0)",
+	"cancel(NULL, len>0)", "cancel(len>KWQ_KEY_MAX)", "cancel(q NULL)",
+	"add_many(keys NULL, n 2)", "add_many(a good key, then NULL with len>0)",
+	"add_many(opts.size 0)", "add_many(NULL, 0)", "get_batch(items NULL)",
+	"get_batch(max 0)", "done_many(NULL, 1)", "done_many(held handles and a NULL)",
+	"done_many(NULL, 0)", "item_dirty(NULL)", "item_dirty(q NULL, a held handle)",
+};
+
+static const char *const outcome_name[4] = { "OK", "RETRY", "RETRY_AFTER", "DROP" };
 
 static const char *const invalid_name[INV_COUNT] = {
 	"add(NULL, len>0)", "add(len>KWQ_KEY_MAX)", "add_after(NULL, len>0)",
@@ -252,9 +354,15 @@ struct act {
 	int64_t delay;  /* add_after, add_with after_ns; step: delta */
 	int prio;
 	bool rl;
-	int variant;    /* get flavour; bad input kind; long length choice */
-	int target;     /* done: the key whose handle is passed, -1 NULL */
+	int variant;    /* get flavour; bad input kind; long length choice;
+	                   finish: the outcome */
+	int target;     /* done, finish, item_dirty: the key whose handle is
+	                   passed, -1 NULL */
 	int64_t timeout;
+	bool replace;   /* add_with, add_many */
+	bool no_opts;   /* add_many: opts NULL (kwq_add) */
+	int n;          /* add_many: keys; get_batch: max; done_many: handles */
+	int many[NKEYS]; /* add_many: the keys; done_many: the handles' keys */
 };
 
 /* What a call returned. */
@@ -262,7 +370,12 @@ struct res {
 	int rc;
 	int key;   /* gets: the key got (KEY_*), else KEY_NONE */
 	int prio;  /* gets: kwq_item_priority */
-	long val;  /* len, shutting_down, num_requeues; barrier: done's rc */
+	long val;  /* len, shutting_down, num_requeues, item_dirty; barrier:
+	              done's rc; finish: on_give_up's key + 1 (0: not called,
+	              -1: called twice or with bytes of no known key) */
+	int bkey[BATCH_MAX], bprio[BATCH_MAX]; /* get_batch: the items */
+	long depth, delayed, give_ups;         /* metrics */
+	bool rc_or_1;   /* the model's answer only: rc 0, or 1 will do (a quirk) */
 };
 
 /* ---------------------------------------------------------------- model */
@@ -278,6 +391,8 @@ struct mkey {
 	uint64_t wseq;
 	int wprio;
 	int requeues;
+	bool lingers;   /* DIFF_QUIRK_SHUTDOWN_DROPS_LATE: shutdown dropped its
+	                   wait, and no cancel has looked since */
 };
 
 struct model {
@@ -285,6 +400,8 @@ struct model {
 	bool shut;
 	int64_t now;
 	uint64_t qseq, wseq;
+	int max_attempts;       /* kwq_config.max_attempts */
+	long depth, delayed, give_ups; /* the metrics, counted as kwq.h says */
 	unsigned quirks;
 	enum diff_mutation mut;
 	struct diff_stats *st;
@@ -343,6 +460,7 @@ static void m_add(struct model *m, int i, int p)
 		k->state = M_QUEUED;
 		k->qprio = p;
 		k->qseq = ++m->qseq;
+		m->depth++; /* a counted add */
 		break;
 	case M_QUEUED:
 		if (p > k->qprio) {
@@ -355,12 +473,20 @@ static void m_add(struct model *m, int i, int p)
 	case M_HELD:
 		k->state = M_DIRTY;
 		k->dprio = p;
+		m->depth++; /* the first re-add of a held item is counted */
 		m->st->dirty_adds++;
 		break;
 	case M_DIRTY:
 		k->dprio = max_int(k->dprio, p);
 		break;
 	}
+}
+
+/* A wait ends (fired, cancelled, dropped): the delayed gauge's -1. */
+static void m_unwait(struct model *m, struct mkey *k)
+{
+	k->waiting = false;
+	m->delayed--;
 }
 
 static int m_add_now(struct model *m, int i, int p)
@@ -374,14 +500,16 @@ static int m_add_now(struct model *m, int i, int p)
 	if (k->waiting && m->mut != DIFF_MUT_ADD_KEEPS_WAIT) {
 		if (!(m->quirks & DIFF_QUIRK_ADD_DROPS_WAIT_PRIO))
 			p = max_int(p, k->wprio);
-		k->waiting = false;
+		m_unwait(m, k);
 		m->st->cancels++;
 	}
 	m_add(m, i, p);
 	return 0;
 }
 
-static int m_delayed(struct model *m, int i, int64_t d, int p)
+/* replace: kwq_add_opts.replace (a waiting key takes this call's ready
+ * time and priority, and its place among equal ready times) */
+static int m_delayed(struct model *m, int i, int64_t d, int p, bool replace)
 {
 	struct mkey *k = &m->k[i];
 	if (d <= 0)
@@ -404,7 +532,18 @@ static int m_delayed(struct model *m, int i, int64_t d, int p)
 		k->ready = ready;
 		k->wseq = seq;
 		k->wprio = p;
+		m->delayed++;
 		m->st->waits_new++;
+		return 0;
+	}
+	if (replace && m->mut != DIFF_MUT_REPLACE_IGNORED) {
+		bool tie = ready == k->ready;
+		m->st->replaces++;
+		m->st->replace_ties += tie;
+		k->ready = ready;
+		k->wprio = p;
+		if (!(tie && m->mut == DIFF_MUT_REPLACE_KEEPS_TIE))
+			k->wseq = seq; /* a new call setting that time */
 		return 0;
 	}
 	k->wprio = m->mut == DIFF_MUT_WAIT_PRIO_LOWEST ? (p < k->wprio ? p : k->wprio)
@@ -448,7 +587,7 @@ static void m_fire(struct model *m)
 		if (f < 0)
 			return;
 		struct mkey *k = &m->k[f];
-		k->waiting = false;
+		m_unwait(m, k);
 		m->st->fired++;
 		m->st->fired_into_held += k->state == M_HELD;
 		m_add(m, f, k->wprio);
@@ -470,7 +609,151 @@ static void m_shutdown(struct model *m)
 	m->shut = true;
 	if (m->mut != DIFF_MUT_SHUTDOWN_KEEPS_WAITS)
 		for (int i = 0; i < NKEYS; i++)
-			m->k[i].waiting = false;
+			if (m->k[i].waiting) {
+				m_unwait(m, &m->k[i]);
+				m->k[i].lingers = (m->quirks & DIFF_QUIRK_SHUTDOWN_DROPS_LATE) != 0;
+			}
+}
+
+/* kwq_done of the held key i. */
+static void m_done(struct model *m, int i)
+{
+	struct mkey *k = &m->k[i];
+	m->st->dones++;
+	if (k->state == M_DIRTY) {
+		k->state = M_QUEUED;
+		k->qprio = m->mut == DIFF_MUT_DIRTY_KEEPS_HELD_PRIO ? k->hprio : k->dprio;
+		k->qseq = ++m->qseq;
+		m->st->requeues_on_done++;
+	} else {
+		k->state = M_ABSENT;
+	}
+}
+
+/* A get (kwq_get_batch takes what consecutive ones would): the head, or -1. */
+static int m_take(struct model *m)
+{
+	int h = m_head(m);
+	m->st->gets++;
+	if (h < 0) {
+		m->st->gets_empty++;
+		return -1;
+	}
+	struct mkey *k = &m->k[h];
+	k->state = M_HELD;
+	k->hprio = k->qprio;
+	m->depth--;
+	return h;
+}
+
+/*
+ * kwq_cancel: queued -> absent; a wait dropped; held+dirty -> held (the
+ * re-queue dropped, kwq_item_dirty false again); held and absent
+ * unchanged.  A removed queued or held+dirty item leaves depth, a removed
+ * wait delayed.  1 when something was removed.  Works after shutdown; does
+ * not touch the limiter.
+ */
+static int m_cancel(struct model *m, int i)
+{
+	struct mkey *k = &m->k[i];
+	int removed = 0;
+	if (k->waiting && m->mut != DIFF_MUT_CANCEL_KEEPS_WAIT) {
+		m_unwait(m, k);
+		removed = 1;
+	}
+	if (k->state == M_QUEUED) {
+		k->state = M_ABSENT;
+		removed = 1;
+	} else if (k->state == M_DIRTY) {
+		m->st->cancels_dirty++;
+		removed = 1;
+		if (m->mut == DIFF_MUT_CANCEL_KEEPS_DIRTY)
+			return removed;
+		k->state = M_HELD;
+	} else {
+		return removed;
+	}
+	if (m->mut != DIFF_MUT_DEPTH_IGNORES_CANCEL)
+		m->depth--;
+	return removed;
+}
+
+/*
+ * kwq_finish of the held key i (outcome and after_ns checked): what a
+ * client-go worker does after processing, then the done.
+ *   OK           forget;
+ *   RETRY        with max_attempts m > 0 and the count already >= m: a
+ *                give-up (forget, give_ups_total + 1, on_give_up once),
+ *                else add_rate_limited (when() counts even if shutdown
+ *                refuses the add);
+ *   RETRY_AFTER  add_after(after_ns), the limiter untouched;
+ *   DROP         forget, and the key's wait (only) cancelled: a held+dirty
+ *                key stays dirty.
+ * Then the done: a held+dirty key is queued again in every case.  0, or the
+ * add's -ESHUTDOWN (the done still happened).  *gave_up: on_give_up ran.
+ */
+static int m_finish(struct model *m, int i, int outcome, int64_t after, bool *gave_up)
+{
+	struct mkey *k = &m->k[i];
+	int rc = 0;
+	*gave_up = false;
+	m->st->finishes[outcome]++;
+	switch (outcome) {
+	case KWQ_OK:
+		k->requeues = 0;
+		break;
+	case KWQ_RETRY: {
+		int m_ = m->max_attempts;
+		if (m_ > 0 && (m->mut == DIFF_MUT_GIVE_UP_LATE ? k->requeues > m_
+							       : k->requeues >= m_)) {
+			k->requeues = 0;
+			m->give_ups++;
+			m->st->give_ups++;
+			*gave_up = true;
+		} else {
+			rc = m_delayed(m, i, m_when(m, i), 0, false);
+		}
+		break;
+	}
+	case KWQ_RETRY_AFTER:
+		if (m->mut == DIFF_MUT_RETRY_AFTER_COUNTS)
+			k->requeues++;
+		rc = m_delayed(m, i, after, 0, false);
+		break;
+	case KWQ_DROP:
+		k->requeues = 0;
+		if (k->waiting && m->mut != DIFF_MUT_DROP_KEEPS_WAIT) {
+			m_unwait(m, k);
+			m->st->cancels++;
+		}
+		if (k->state == M_DIRTY && m->mut == DIFF_MUT_DROP_DROPS_DIRTY) {
+			k->state = M_HELD;
+			m->depth--;
+		}
+		break;
+	}
+	m->st->finish_refused += rc != 0;
+	m_done(m, i);
+	return rc;
+}
+
+/* kwq_add_many: an add_with (kwq_add with opts NULL) per key, in order. */
+static int m_add_many(struct model *m, const struct act *a)
+{
+	if (m->shut) {
+		m->st->adds_refused++;
+		return -ESHUTDOWN;
+	}
+	m->st->many_calls++;
+	for (int j = 0; j < a->n; j++) {
+		int i = a->many[m->mut == DIFF_MUT_ADD_MANY_REVERSED ? a->n - 1 - j : j];
+		m->st->many_keys++;
+		if (a->no_opts)
+			m_add_now(m, i, 0);
+		else
+			m_delayed(m, i, a->delay > 0 ? a->delay : 0, a->prio, a->replace);
+	}
+	return a->n;
 }
 
 static struct res res_rc(int rc)
@@ -486,51 +769,37 @@ static struct res m_exec(struct model *m, const struct act *a)
 	case K_ADD:
 		return res_rc(m_add_now(m, i, 0));
 	case K_ADD_AFTER:
-		return res_rc(m_delayed(m, i, a->delay, 0));
-	case K_ADD_WITH: {
+		return res_rc(m_delayed(m, i, a->delay, 0, false));
+	case K_ADD_WITH:
+	case K_ADD_REPLACE: {
 		int64_t wait = a->delay > 0 ? a->delay : 0;
 		if (a->rl) {
 			int64_t w = m_when(m, i);
 			if (wait == 0 || w < wait)
 				wait = w;
 		}
-		return res_rc(m_delayed(m, i, wait, a->prio));
+		return res_rc(m_delayed(m, i, wait, a->prio, a->replace));
 	}
 	case K_ADD_RL:
-		return res_rc(m_delayed(m, i, m_when(m, i), 0));
+		return res_rc(m_delayed(m, i, m_when(m, i), 0, false));
 	case K_TRY_GET:
 	case K_GET_TIMEOUT0:
 	case K_GET: {
-		int h = m_head(m);
-		m->st->gets++;
+		int h = m_take(m);
 		if (h < 0) {
-			m->st->gets_empty++;
 			if (m->shut)
 				return res_rc(-ESHUTDOWN);
 			return res_rc(a->kind == K_TRY_GET ? -EAGAIN : -ETIMEDOUT);
 		}
-		struct mkey *k = &m->k[h];
-		k->state = M_HELD;
-		k->hprio = k->qprio;
-		return (struct res){ .rc = 0, .key = h, .prio = k->qprio };
+		return (struct res){ .rc = 0, .key = h, .prio = m->k[h].qprio };
 	}
-	case K_DONE: {
+	case K_DONE:
 		if (a->target < 0) {
 			m->st->einval++;
 			return res_rc(-EINVAL);
 		}
-		struct mkey *k = &m->k[a->target];
-		m->st->dones++;
-		if (k->state == M_DIRTY) {
-			k->state = M_QUEUED;
-			k->qprio = m->mut == DIFF_MUT_DIRTY_KEEPS_HELD_PRIO ? k->hprio : k->dprio;
-			k->qseq = ++m->qseq;
-			m->st->requeues_on_done++;
-		} else {
-			k->state = M_ABSENT;
-		}
+		m_done(m, a->target);
 		return res_rc(0);
-	}
 	case K_LEN:
 		return (struct res){ .key = KEY_NONE, .val = (long)m_len(m) };
 	case K_STEP: {
@@ -564,6 +833,89 @@ static struct res m_exec(struct model *m, const struct act *a)
 		m->st->drains++;
 		m_shutdown(m); /* only run when nothing is queued or held */
 		return res_rc(0);
+	case K_FINISH: {
+		bool gave_up;
+		if (a->target < 0) {
+			m->st->einval++;
+			return res_rc(-EINVAL); /* finish(q, NULL) */
+		}
+		if (a->variant == KWQ_RETRY_AFTER && a->delay < 0) {
+			m->st->einval++;
+			return res_rc(-EINVAL); /* nothing happened: still held */
+		}
+		int rc = m_finish(m, a->target, a->variant, a->delay, &gave_up);
+		return (struct res){ .rc = rc, .key = KEY_NONE, .val = gave_up ? a->target + 1 : 0 };
+	}
+	case K_CANCEL: {
+		int rc = m_cancel(m, i);
+		m->st->cancels_removed += rc;
+		struct res r = res_rc(rc);
+		r.rc_or_1 = rc == 0 && m->k[i].lingers;
+		m->k[i].lingers = false; /* gone now, whichever removed it */
+		return r;
+	}
+	case K_ADD_MANY:
+		return res_rc(m_add_many(m, a));
+	case K_GET_BATCH: {
+		struct res r = { .key = KEY_NONE };
+		m->st->batches++;
+		int n = 0;
+		for (; n < a->n; n++) {
+			int h = m_take(m);
+			if (h < 0)
+				break;
+			r.bkey[n] = h;
+			r.bprio[n] = m->k[h].qprio;
+		}
+		if (n == 0) {
+			if (m->shut)
+				r.rc = -ESHUTDOWN;
+			else
+				r.rc = a->timeout > 0 ? -ETIMEDOUT : -EAGAIN;
+			return r;
+		}
+		m->st->batch_items += (unsigned long)n;
+		m->st->batch_full += n == a->n;
+		if (m->mut == DIFF_MUT_BATCH_REVERSED)
+			for (int j = 0; j < n / 2; j++) {
+				int t = r.bkey[j], tp = r.bprio[j];
+				r.bkey[j] = r.bkey[n - 1 - j];
+				r.bprio[j] = r.bprio[n - 1 - j];
+				r.bkey[n - 1 - j] = t;
+				r.bprio[n - 1 - j] = tp;
+			}
+		r.rc = n;
+		return r;
+	}
+	case K_DONE_MANY:
+		m->st->done_many_calls++;
+		for (int j = 0; j < a->n; j++) {
+			m->st->done_many_items++;
+			m_done(m, a->many[m->mut == DIFF_MUT_DONE_MANY_REVERSED ? a->n - 1 - j : j]);
+		}
+		return res_rc(0);
+	case K_ITEM_DIRTY: {
+		bool d = false;
+		if (a->target >= 0) {
+			const struct mkey *k = &m->k[a->target];
+			d = k->state == M_DIRTY ||
+			    (m->mut == DIFF_MUT_DIRTY_COUNTS_WAIT && k->waiting);
+		}
+		m->st->dirty_true += d;
+		m->st->dirty_false += !d;
+		return (struct res){ .key = KEY_NONE, .val = d };
+	}
+	case K_METRICS:
+		m->st->metric_reads++;
+		return (struct res){ .key = KEY_NONE, .depth = m->depth, .delayed = m->delayed,
+				     .give_ups = m->give_ups };
+	case K_INVALID2:
+		if (a->variant == INV2_MANY_ZERO || a->variant == INV2_DONE_MANY_ZERO)
+			return res_rc(0); /* n == 0 returns 0 (also after shutdown) */
+		m->st->einval++;
+		if (a->variant == INV2_DIRTY_NULL || a->variant == INV2_DIRTY_QNULL)
+			return (struct res){ .key = KEY_NONE, .val = 0 }; /* false */
+		return res_rc(-EINVAL);
 	case K_COUNT:
 		break;
 	}
@@ -608,7 +960,16 @@ struct part {
 	int64_t patience;       /* ns */
 	size_t trailing;        /* barrier trailers queued (see p_barrier) */
 	uint64_t trail_next;
+	int give_up_calls, give_up_key; /* on_give_up since the last finish */
 };
+
+/* kwq_config.on_give_up: what it was called with, checked by the finish */
+static void on_give_up(void *ctx, const void *key, size_t len)
+{
+	struct part *p = ctx;
+	p->give_up_calls++;
+	p->give_up_key = key_index(key, len);
+}
 
 static const void *key_arg(const struct act *a, size_t *len)
 {
@@ -686,6 +1047,72 @@ static struct res p_invalid(struct part *p, const struct act *a)
 	return res_rc(rc);
 }
 
+/* Any handle the model says is held (the lowest key), or NULL. */
+static kwq_item_t *some_held(const struct part *p)
+{
+	for (int i = 0; i < NKEYS; i++)
+		if (p->held[i] != NULL)
+			return p->held[i];
+	return NULL;
+}
+
+static struct res p_invalid2(struct part *p, const struct act *a)
+{
+	kwq_t *q = p->q;
+	size_t klen;
+	const void *k = key_arg(a, &klen);
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+	struct kwq_key_ref refs[NKEYS + 1];
+	kwq_item_t *items[NKEYS + 1];
+	int rc = -9999, n = 0;
+
+	switch (a->variant) {
+	case INV2_FINISH_NULL: rc = kwq_finish(q, NULL, KWQ_OK, 0); break;
+	case INV2_FINISH_OUTCOME:
+		rc = kwq_finish(q, some_held(p), a->n ? (enum kwq_outcome)-1 : (enum kwq_outcome)4, 0);
+		break;
+	case INV2_FINISH_NEG_AFTER:
+		rc = kwq_finish(q, some_held(p), KWQ_RETRY_AFTER, a->n ? INT64_MIN : -1);
+		break;
+	case INV2_CANCEL_NULL: rc = kwq_cancel(q, NULL, 1); break;
+	case INV2_CANCEL_LONG:
+		rc = kwq_cancel(q, big, a->n ? SIZE_MAX : (size_t)KWQ_KEY_MAX + 1);
+		break;
+	case INV2_CANCEL_QNULL: rc = kwq_cancel(NULL, k, klen); break;
+	case INV2_MANY_NULL: rc = kwq_add_many(q, NULL, 2, a->n ? &o : NULL); break;
+	case INV2_MANY_BAD_KEY:
+		refs[0] = (struct kwq_key_ref){ k, klen };
+		refs[1] = a->n ? (struct kwq_key_ref){ big, (size_t)KWQ_KEY_MAX + 1 }
+			       : (struct kwq_key_ref){ NULL, 1 };
+		rc = kwq_add_many(q, refs, 2, NULL);
+		break;
+	case INV2_MANY_BAD_OPTS:
+		refs[0] = (struct kwq_key_ref){ k, klen };
+		o.size = a->n ? offsetof(struct kwq_add_opts, priority) : 0;
+		rc = kwq_add_many(q, refs, 1, &o);
+		break;
+	case INV2_MANY_ZERO: rc = kwq_add_many(q, NULL, 0, a->n ? &o : NULL); break;
+	case INV2_BATCH_NULL: rc = kwq_get_batch(q, NULL, 2, 0); break;
+	case INV2_BATCH_MAX0: rc = kwq_get_batch(q, items, 0, 0); break;
+	case INV2_DONE_MANY_NULL: rc = kwq_done_many(q, NULL, 1); break;
+	case INV2_DONE_MANY_NULL_HANDLE:
+		for (int i = 0; i < NKEYS; i++)
+			if (p->held[i] != NULL)
+				items[n++] = p->held[i];
+		items[n] = NULL; /* last, after every held handle: none may be done */
+		rc = kwq_done_many(q, items, (size_t)n + 1);
+		break;
+	case INV2_DONE_MANY_ZERO: rc = kwq_done_many(q, NULL, 0); break;
+	case INV2_DIRTY_NULL:
+		return (struct res){ .key = KEY_NONE, .val = kwq_item_dirty(q, NULL) };
+	case INV2_DIRTY_QNULL:
+		return (struct res){ .key = KEY_NONE, .val = kwq_item_dirty(NULL, some_held(p)) };
+	default: break;
+	}
+	key_scribble(a);
+	return res_rc(rc);
+}
+
 /*
  * The barrier after a clock step: see the header comment.  want_len is the
  * model's kwq_len once what was due has been added.
@@ -749,6 +1176,41 @@ static int p_untrail(struct part *p, char *what, size_t n)
 	return 0;
 }
 
+/*
+ * kwq_get_batch.  With the model's queue shorter than max, the batch also
+ * takes barrier trailers (queued below everything, see p_barrier): they
+ * must come after every other item, are done at once and not counted.
+ */
+static struct res p_get_batch(struct part *p, const struct act *a)
+{
+	kwq_item_t *items[BATCH_MAX];
+	int64_t t = a->timeout;
+	if (a->variant == 3) /* KWQ_FOREVER only where it cannot block */
+		t = kwq_len(p->q) > 0 || kwq_shutting_down(p->q) ? KWQ_FOREVER : p->patience;
+	int rc = kwq_get_batch(p->q, items, (size_t)a->n, t);
+	if (rc <= 0)
+		return res_rc(rc);
+	struct res r = { .key = KEY_NONE };
+	int n = 0;
+	bool trailers = false;
+	for (int j = 0; j < rc && j < BATCH_MAX; j++) {
+		struct res x = got(p, 0, items[j]);
+		if (x.key == KEY_TRAILER && x.prio == TRAIL_PRIO && p->trailing > 0) {
+			p->trailing--;
+			kwq_done(p->q, items[j]);
+			trailers = true;
+			continue;
+		}
+		r.bkey[n] = trailers ? KEY_TRAILER : x.key; /* a trailer came first */
+		r.bprio[n] = x.prio;
+		n++;
+	}
+	r.rc = rc > BATCH_MAX ? rc : n;
+	if (n == 0) /* only trailers: the model had nothing queued */
+		r.rc = -9996;
+	return r;
+}
+
 static struct res p_exec(struct part *p, const struct act *a, bool shut, size_t want_len)
 {
 	kwq_t *q = p->q;
@@ -769,11 +1231,13 @@ static struct res p_exec(struct part *p, const struct act *a, bool shut, size_t 
 		rc = kwq_add_after(q, k, klen, a->delay);
 		key_scribble(a);
 		return res_rc(rc);
-	case K_ADD_WITH: {
+	case K_ADD_WITH:
+	case K_ADD_REPLACE: {
 		struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
 		o.after_ns = a->delay;
 		o.rate_limited = a->rl;
 		o.priority = a->prio;
+		o.replace = a->replace;
 		k = key_arg(a, &klen);
 		rc = kwq_add_with(q, k, klen, &o);
 		key_scribble(a);
@@ -837,6 +1301,64 @@ static struct res p_exec(struct part *p, const struct act *a, bool shut, size_t 
 			return res_rc(-9997); /* it would wait for a worker forever */
 		kwq_shutdown_drain(q);
 		return res_rc(0);
+	case K_FINISH:
+		if (a->target < 0)
+			return res_rc(kwq_finish(q, NULL, (enum kwq_outcome)a->variant, a->delay));
+		it = p->held[a->target];
+		if (it == NULL)
+			return res_rc(-9998);
+		p->give_up_calls = 0;
+		rc = kwq_finish(q, it, (enum kwq_outcome)a->variant, a->delay);
+		if (rc != -EINVAL) /* every other return consumes the handle */
+			p->held[a->target] = NULL;
+		r = res_rc(rc);
+		if (p->give_up_calls == 1)
+			r.val = p->give_up_key >= 0 ? p->give_up_key + 1 : -1;
+		else if (p->give_up_calls > 1)
+			r.val = -1;
+		return r;
+	case K_CANCEL:
+		k = key_arg(a, &klen);
+		rc = kwq_cancel(q, k, klen);
+		key_scribble(a);
+		return res_rc(rc);
+	case K_ADD_MANY: {
+		struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+		struct kwq_key_ref refs[MANY_MAX];
+		o.after_ns = a->delay;
+		o.priority = a->prio;
+		o.replace = a->replace;
+		for (int j = 0; j < a->n; j++) /* key 0 ("") as NULL, len 0 */
+			refs[j] = (struct kwq_key_ref){ a->many[j] == 0 ? NULL : keys[a->many[j]].p,
+							keys[a->many[j]].len };
+		return res_rc(kwq_add_many(q, refs, (size_t)a->n, a->no_opts ? NULL : &o));
+	}
+	case K_GET_BATCH:
+		return p_get_batch(p, a);
+	case K_DONE_MANY: {
+		kwq_item_t *items[NKEYS];
+		for (int j = 0; j < a->n; j++) {
+			items[j] = p->held[a->many[j]];
+			p->held[a->many[j]] = NULL;
+			if (items[j] == NULL)
+				return res_rc(-9998);
+		}
+		return res_rc(kwq_done_many(q, items, (size_t)a->n));
+	}
+	case K_ITEM_DIRTY:
+		return (struct res){ .key = KEY_NONE,
+				     .val = kwq_item_dirty(q, a->target < 0 ? NULL : p->held[a->target]) };
+	case K_METRICS: {
+		struct kwq_metrics mt = { .size = sizeof mt };
+		rc = kwq_metrics_read(q, &mt);
+		if (rc != 0)
+			return res_rc(rc);
+		/* less the barriers' trailers, queued, so in depth */
+		return (struct res){ .key = KEY_NONE, .depth = (long)mt.depth - (long)p->trailing,
+				     .delayed = (long)mt.delayed, .give_ups = (long)mt.give_ups_total };
+	}
+	case K_INVALID2:
+		return p_invalid2(p, a);
 	case K_COUNT:
 		break;
 	}
@@ -853,6 +1375,7 @@ struct run {
 	char *log;
 	size_t log_len, log_cap;
 	size_t opno;
+	int alphabet;   /* 0: 0.1, 1: 0.2 (header bit 7) */
 };
 
 static void logf_(struct run *r, const char *fmt, ...)
@@ -890,6 +1413,40 @@ static void fmt_res(char *buf, size_t n, const struct act *a, const struct res *
 	case K_LEN: snprintf(buf, n, "len %ld", x->val); return;
 	case K_SHUTTING_DOWN: snprintf(buf, n, "%s", x->val ? "true" : "false"); return;
 	case K_NUM_REQUEUES: snprintf(buf, n, "%ld", x->val); return;
+	case K_ITEM_DIRTY: snprintf(buf, n, "%s", x->val ? "true" : "false"); return;
+	case K_CANCEL:
+		if (x->rc_or_1) {
+			snprintf(buf, n, "0 or 1 (quirk 0x%x)", DIFF_QUIRK_SHUTDOWN_DROPS_LATE);
+			return;
+		}
+		break;
+	case K_METRICS:
+		snprintf(buf, n, "depth %ld, delayed %ld, give_ups_total %ld", x->depth,
+			 x->delayed, x->give_ups);
+		return;
+	case K_FINISH:
+		if (x->val != 0) {
+			snprintf(buf, n, "%s, on_give_up(k%ld)", errname(x->rc, e, sizeof e),
+				 x->val - 1);
+			return;
+		}
+		break;
+	case K_INVALID2:
+		if (a->variant == INV2_DIRTY_NULL || a->variant == INV2_DIRTY_QNULL) {
+			snprintf(buf, n, "%s", x->val ? "true" : "false");
+			return;
+		}
+		break;
+	case K_GET_BATCH:
+		if (x->rc > 0) {
+			size_t o = (size_t)snprintf(buf, n, "%d:", x->rc);
+			for (int j = 0; j < x->rc && j < BATCH_MAX && o < n; j++) {
+				fmt_key(kb, sizeof kb, x->bkey[j]);
+				o += (size_t)snprintf(buf + o, n - o, " %s prio %d", kb, x->bprio[j]);
+			}
+			return;
+		}
+		break;
 	default: break;
 	}
 	if (x->key == KEY_NONE) {
@@ -961,13 +1518,65 @@ static void fmt_act(char *buf, size_t n, const struct act *a)
 		break;
 	case K_SHUTDOWN: snprintf(buf, n, "shutdown"); break;
 	case K_DRAIN: snprintf(buf, n, "shutdown_drain"); break;
+	case K_FINISH:
+		if (a->target < 0)
+			snprintf(buf, n, "finish(NULL, %s)", outcome_name[a->variant]);
+		else
+			snprintf(buf, n, "finish(k%d, %s, %s)", a->target, outcome_name[a->variant], d);
+		break;
+	case K_CANCEL: snprintf(buf, n, "cancel(%s)", kb); break;
+	case K_ADD_REPLACE:
+		snprintf(buf, n, "add_with(%s, after %s, prio %d%s, replace)", kb, d, a->prio,
+			 a->rl ? ", rate_limited" : "");
+		break;
+	case K_ADD_MANY: {
+		size_t o = (size_t)snprintf(buf, n, "add_many(");
+		for (int j = 0; j < a->n && o < n; j++)
+			o += (size_t)snprintf(buf + o, n - o, "%sk%d", j ? " " : "", a->many[j]);
+		if (o >= n)
+			break;
+		if (a->no_opts)
+			snprintf(buf + o, n - o, ", NULL)");
+		else
+			snprintf(buf + o, n - o, ", after %s, prio %d%s)", d, a->prio,
+				 a->replace ? ", replace" : "");
+		break;
+	}
+	case K_GET_BATCH:
+		if (a->variant == 3)
+			snprintf(buf, n, "get_batch(%d, KWQ_FOREVER)", a->n);
+		else
+			snprintf(buf, n, "get_batch(%d, %lldns)", a->n, (long long)a->timeout);
+		break;
+	case K_DONE_MANY: {
+		size_t o = (size_t)snprintf(buf, n, "done_many(");
+		for (int j = 0; j < a->n && o < n; j++)
+			o += (size_t)snprintf(buf + o, n - o, "%sk%d", j ? " " : "", a->many[j]);
+		if (o < n)
+			snprintf(buf + o, n - o, ")");
+		break;
+	}
+	case K_ITEM_DIRTY:
+		if (a->target < 0)
+			snprintf(buf, n, "item_dirty(NULL)");
+		else
+			snprintf(buf, n, "item_dirty(k%d)", a->target);
+		break;
+	case K_METRICS: snprintf(buf, n, "metrics_read"); break;
+	case K_INVALID2:
+		snprintf(buf, n, "bad input: %s%s", invalid2_name[a->variant], a->n ? " [2]" : "");
+		break;
 	case K_COUNT: snprintf(buf, n, "?"); break;
 	}
 }
 
+/* x: an implementation's answer, y: the model's */
 static bool res_eq(const struct res *x, const struct res *y)
 {
-	return x->rc == y->rc && x->key == y->key && x->prio == y->prio && x->val == y->val;
+	return (x->rc == y->rc || (y->rc_or_1 && x->rc == 1)) && x->key == y->key && x->prio == y->prio && x->val == y->val &&
+	       memcmp(x->bkey, y->bkey, sizeof x->bkey) == 0 &&
+	       memcmp(x->bprio, y->bprio, sizeof x->bprio) == 0 && x->depth == y->depth &&
+	       x->delayed == y->delayed && x->give_ups == y->give_ups;
 }
 
 static void report(struct run *r, const char *what)
@@ -1010,7 +1619,7 @@ static bool len_agrees(struct run *r, struct part *p, size_t want)
 /* Run one action everywhere; 0 when all agree. */
 static int exec(struct run *r, const struct act *a)
 {
-	char desc[128], mres[96], pres[96], what[512];
+	char desc[160], mres[160], pres[160], what[640];
 
 	fmt_act(desc, sizeof desc, a);
 	r->opno++;
@@ -1023,6 +1632,14 @@ static int exec(struct run *r, const struct act *a)
 	for (int i = 0; i < NPARTS; i++) {
 		struct part *p = &r->p[i];
 		struct res x = p_exec(p, a, was_shut, m_len(&r->m));
+		/* the metrics are exact between calls, as kwq_len: a re-read */
+		for (int64_t t = 0; a->kind == K_METRICS && !res_eq(&x, &want) &&
+				    t < p->patience / 5 / 1000000; t++) {
+			struct timespec ts = { 0, 1000000 };
+			nanosleep(&ts, NULL);
+			x = p_exec(p, a, was_shut, m_len(&r->m));
+			r->st.metrics_transient += res_eq(&x, &want);
+		}
 		if (!res_eq(&x, &want)) {
 			fmt_res(pres, sizeof pres, a, &x);
 			snprintf(what, sizeof what, "%s: model %s, %s %s", desc, mres,
@@ -1060,7 +1677,7 @@ static int exec(struct run *r, const struct act *a)
 static struct act resolve(const struct run *r, const uint8_t *op)
 {
 	const struct model *m = &r->m;
-	struct act a = { .kind = (enum kind)kind_of_byte[op[0]], .target = -1 };
+	struct act a = { .kind = (enum kind)kind_of_byte[r->alphabet][op[0]], .target = -1 };
 	uint8_t kb = op[1], x = op[2], y = op[3];
 
 	a.key = kb & 15;
@@ -1097,14 +1714,70 @@ static struct act resolve(const struct run *r, const uint8_t *op)
 			a.timeout = 1 + (y & 15) * 1000;
 		}
 		break;
-	case K_DONE: {
+	case K_DONE:
+	case K_FINISH:
+	case K_ITEM_DIRTY:
+	case K_DONE_MANY: {
 		int held[NKEYS], n = 0;
 		for (int i = 0; i < NKEYS; i++)
 			if (m->k[i].state == M_HELD || m->k[i].state == M_DIRTY)
 				held[n++] = i;
 		a.target = n > 0 ? held[x % n] : -1;
+		if (a.kind == K_FINISH) {
+			/* after_ns is passed with every outcome: only
+			 * RETRY_AFTER reads it (a negative one: -EINVAL) */
+			a.variant = y & 3;
+			a.delay = delay_table[(y >> 2) & 15];
+			if (a.delay == GRID1 || a.delay == GRID2)
+				a.delay = (m->now / MS + (a.delay == GRID1 ? 1 : 2)) * MS - m->now;
+		} else if (a.kind == K_DONE_MANY) {
+			/* the held handles whose place (mod 8) bit x has, in
+			 * key order or (y & 1) reversed */
+			a.target = -1;
+			for (int j = 0; j < n; j++)
+				if (x & (1u << (j & 7)))
+					a.many[a.n++] = held[(y & 1) ? n - 1 - j : j];
+		}
 		break;
 	}
+	case K_ADD_REPLACE:
+		a.replace = true;
+		a.delay = (x & 0x10) ? replace_delay[x & 7] : d;
+		if (a.delay == GRID1 || a.delay == GRID2)
+			a.delay = (m->now / MS + (a.delay == GRID1 ? 1 : 2)) * MS - m->now;
+		break;
+	case K_ADD_MANY:
+		/* up to four keys from the key byte and x, repeats allowed */
+		a.n = 1 + (y & 3);
+		a.many[0] = kb & 15;
+		a.many[1] = kb >> 4;
+		a.many[2] = x & 15;
+		a.many[3] = x >> 4;
+		a.no_opts = (y & 4) != 0;
+		a.prio = many_prio[(y >> 3) & 3];
+		a.delay = many_delay[(y >> 5) & 3];
+		if (a.delay == GRID1)
+			a.delay = (m->now / MS + 1) * MS - m->now;
+		a.replace = (y & 0x80) != 0;
+		break;
+	case K_GET_BATCH: {
+		static const int64_t t0[3] = { 0, 0, -1 };
+		a.n = 1 + (y & 3);
+		a.variant = (y >> 2) & 3;
+		if (a.variant < 3) {
+			a.timeout = t0[a.variant];
+		} else if (m_head(m) >= 0 || m->shut) {
+			a.timeout = 10 * SEC; /* KWQ_FOREVER where it cannot block */
+		} else {
+			a.variant = 4; /* must time out */
+			a.timeout = 1 + (y >> 4) * 1000;
+		}
+		break;
+	}
+	case K_INVALID2:
+		a.variant = x % INV2_COUNT;
+		a.n = y & 1;
+		break;
 	case K_INVALID:
 		a.variant = ((x % INV_COUNT) << 1) | (y & 1);
 		break;
@@ -1178,6 +1851,14 @@ int diff_run(const uint8_t *data, size_t size, const struct diff_options *o)
 	r->m.mut = o->mutation;
 	r->m.st = &r->st;
 	r->m.now = clock_starts[(hdr >> 3) & 3];
+	r->alphabet = (hdr & DIFF_HEADER_V2) != 0;
+	/* max_attempts 2 (bit 6 clear) or 0, never (bit 6 set).  2 is the
+	 * smallest count at which an off-by-one give-up differs from the
+	 * rule both ways (>= 2 against > 2 or >= 1) while a key of sixteen
+	 * still reaches it within a few of the sequence's RETRY finishes
+	 * (add_rate_limited and rate-limited add_with count towards it too);
+	 * 0 checks that a queue without the option never gives up. */
+	r->m.max_attempts = r->alphabet && !(hdr & 0x40) ? 2 : 0;
 
 	int rc = 0;
 	for (int i = 0; i < NPARTS; i++) {
@@ -1189,6 +1870,12 @@ int diff_run(const uint8_t *data, size_t size, const struct diff_options *o)
 		p->patience = (o->patience_ms ? o->patience_ms : 10000) * 1000000LL;
 		p->clock = kwq_clock_fake_new(r->m.now);
 		cfg.clock = p->clock;
+		if (r->alphabet) { /* named: it keeps the metrics K_METRICS reads */
+			cfg.name = p->name;
+			cfg.max_attempts = r->m.max_attempts;
+			cfg.on_give_up = on_give_up;
+			cfg.give_up_ctx = p;
+		}
 		cfg.limiter = kwq_limiter_exponential(LIMIT_BASE, LIMIT_MAX);
 		p->q = p->clock != NULL && cfg.limiter != NULL ? kwq_new(&cfg) : NULL;
 		if (p->q == NULL) {
@@ -1199,9 +1886,11 @@ int diff_run(const uint8_t *data, size_t size, const struct diff_options *o)
 			goto out;
 		}
 	}
-	logf_(r, "header 0x%02x: %s, clocks start at %lld, %s\n", hdr, r->p[2].name,
+	logf_(r, "header 0x%02x: %s, clocks start at %lld, %s, %s\n", hdr, r->p[2].name,
 	      (long long)r->m.now, !(hdr & 1) ? "no flush (kwq_free frees)"
-			     : (hdr & 0x20) ? "flush and drain at the end" : "flush at the end");
+			     : (hdr & 0x20) ? "flush and drain at the end" : "flush at the end",
+	      !r->alphabet ? "0.1 alphabet"
+	      : r->m.max_attempts ? "0.2 alphabet, max_attempts 2" : "0.2 alphabet, max_attempts 0");
 
 	for (size_t off = DIFF_HEADER_BYTES; off + DIFF_OP_BYTES <= size; off += DIFF_OP_BYTES) {
 		struct act a = resolve(r, data + off);
@@ -1246,12 +1935,12 @@ size_t diff_generate(uint64_t seed, size_t nops, uint8_t *buf)
 	kinds_init();
 	uint64_t s = seed;
 	size_t n = 0;
-	buf[n++] = (uint8_t)splitmix(&s);
+	buf[n++] = (uint8_t)splitmix(&s) | DIFF_HEADER_V2; /* the 0.2 alphabet */
 	for (size_t i = 0; i < nops; i++) {
 		uint64_t x;
 		for (;;) {
 			x = splitmix(&s);
-			enum kind k = (enum kind)kind_of_byte[x & 0xff];
+			enum kind k = (enum kind)kind_of_byte[1][x & 0xff];
 			if ((k != K_SHUTDOWN && k != K_DRAIN) || i >= nops - nops / 6)
 				break;
 		}
@@ -1273,6 +1962,10 @@ const char *diff_quirk_text(unsigned quirk)
 	case DIFF_QUIRK_ABSORB_POSITIVE_ONLY:
 		return "a delayed add absorbed by a queued or held+dirty key raises its "
 		       "priority only when the add's priority is > 0 (the contract: any higher one)";
+	case DIFF_QUIRK_SHUTDOWN_DROPS_LATE:
+		return "shutdown leaves its drop of the waiting adds to the timer thread: a "
+		       "kwq_cancel right after kwq_shutdown may still find a wait and return 1 "
+		       "(the contract: shutdown drops every waiting add)";
 	default:
 		return "unknown quirk";
 	}
@@ -1293,6 +1986,19 @@ const char *diff_mutation_name(enum diff_mutation m)
 		[DIFF_MUT_READY_STRICT] = "ready-strict",
 		[DIFF_MUT_FORGET_KEEPS_COUNT] = "forget-keeps-count",
 		[DIFF_MUT_WAIT_PRIO_LOWEST] = "wait-prio-lowest",
+		[DIFF_MUT_CANCEL_KEEPS_DIRTY] = "cancel-keeps-dirty",
+		[DIFF_MUT_CANCEL_KEEPS_WAIT] = "cancel-keeps-wait",
+		[DIFF_MUT_DROP_DROPS_DIRTY] = "drop-drops-dirty",
+		[DIFF_MUT_DROP_KEEPS_WAIT] = "drop-keeps-wait",
+		[DIFF_MUT_RETRY_AFTER_COUNTS] = "retry-after-counts",
+		[DIFF_MUT_GIVE_UP_LATE] = "give-up-late",
+		[DIFF_MUT_REPLACE_IGNORED] = "replace-ignored",
+		[DIFF_MUT_REPLACE_KEEPS_TIE] = "replace-keeps-tie",
+		[DIFF_MUT_ADD_MANY_REVERSED] = "add-many-reversed",
+		[DIFF_MUT_BATCH_REVERSED] = "batch-reversed",
+		[DIFF_MUT_DONE_MANY_REVERSED] = "done-many-reversed",
+		[DIFF_MUT_DIRTY_COUNTS_WAIT] = "dirty-counts-wait",
+		[DIFF_MUT_DEPTH_IGNORES_CANCEL] = "depth-ignores-cancel",
 	};
 	return (unsigned)m < DIFF_MUT_COUNT ? names[m] : NULL;
 }
@@ -1314,4 +2020,18 @@ void diff_stats_print(const struct diff_stats *s, FILE *f, const char *prefix)
 	fprintf(f, "%sclock steps %lu, shutdowns %lu, drains %lu, limiter calls %lu, "
 		   "kwq_len right only on a re-read %lu\n",
 		p, s->steps, s->shutdowns, s->drains, s->rate_limited, s->len_transient);
+	fprintf(f, "%sfinishes OK %lu, RETRY %lu, RETRY_AFTER %lu, DROP %lu (give-ups %lu, "
+		   "refused by shutdown %lu)\n",
+		p, s->finishes[0], s->finishes[1], s->finishes[2], s->finishes[3], s->give_ups,
+		s->finish_refused);
+	fprintf(f, "%scancels that removed something %lu (%lu a dirty re-queue); replaces of "
+		   "a wait %lu (%lu at an equal ready time)\n",
+		p, s->cancels_removed, s->cancels_dirty, s->replaces, s->replace_ties);
+	fprintf(f, "%sadd_many %lu (%lu keys), get_batch %lu (%lu items, %lu full), "
+		   "done_many %lu (%lu handles)\n",
+		p, s->many_calls, s->many_keys, s->batches, s->batch_items, s->batch_full,
+		s->done_many_calls, s->done_many_items);
+	fprintf(f, "%sitem_dirty true %lu, false %lu; metrics reads %lu (right only on a "
+		   "re-read %lu)\n",
+		p, s->dirty_true, s->dirty_false, s->metric_reads, s->metrics_transient);
 }

@@ -16,9 +16,13 @@
 #include <stdio.h>
 
 /* An input is one header byte, then DIFF_OP_BYTES per operation (a
- * trailing partial operation is ignored). */
+ * trailing partial operation is ignored).  Header bit 7 selects the 0.2
+ * alphabet (the 0.1 operations and kwq_finish, kwq_cancel, replace, the
+ * batch calls, kwq_item_dirty and two metrics; see the .c file); without
+ * it an input decodes exactly as it did before 0.2. */
 #define DIFF_HEADER_BYTES 1
 #define DIFF_OP_BYTES 4
+#define DIFF_HEADER_V2 0x80
 
 /*
  * Model variants.  quirks: rules in which the library is known to differ
@@ -34,11 +38,20 @@ enum diff_quirk {
 	/* a delayed add absorbed by a queued or held+dirty key raises its
 	 * priority only when the add's priority is > 0 */
 	DIFF_QUIRK_ABSORB_POSITIVE_ONLY = 1u << 1,
+	/* shutdown's drop of the waiting adds is left to the timer thread and
+	 * may not have happened when kwq_shutdown returns: a kwq_cancel of a
+	 * key whose wait it dropped may answer 1 (the model takes 0 or 1),
+	 * and the delayed gauge lags (a re-read allows for it anyway) */
+	DIFF_QUIRK_SHUTDOWN_DROPS_LATE = 1u << 2,
 };
 
 /* The quirks the library is known to have today (differential.c also runs
  * the strict model, as a TAP TODO, while this is not 0). */
-#define DIFF_KNOWN_QUIRKS 0u
+#define DIFF_KNOWN_QUIRKS DIFF_QUIRK_SHUTDOWN_DROPS_LATE
+
+/* The known quirks that show in some runs only (a race with the timer
+ * thread): their TODO point runs its seeds several rounds. */
+#define DIFF_RACY_QUIRKS DIFF_QUIRK_SHUTDOWN_DROPS_LATE
 
 enum diff_mutation {
 	DIFF_MUT_NONE = 0,
@@ -53,6 +66,21 @@ enum diff_mutation {
 	DIFF_MUT_READY_STRICT,          /* due only after the ready time */
 	DIFF_MUT_FORGET_KEEPS_COUNT,    /* kwq_forget does not reset */
 	DIFF_MUT_WAIT_PRIO_LOWEST,      /* a waiting key keeps the lower priority */
+	/* the 0.2 rules */
+	DIFF_MUT_CANCEL_KEEPS_DIRTY,    /* cancel leaves a held+dirty key dirty */
+	DIFF_MUT_CANCEL_KEEPS_WAIT,     /* cancel does not drop a wait */
+	DIFF_MUT_DROP_DROPS_DIRTY,      /* KWQ_DROP also drops the dirty re-queue */
+	DIFF_MUT_DROP_KEEPS_WAIT,       /* KWQ_DROP does not cancel the wait */
+	DIFF_MUT_RETRY_AFTER_COUNTS,    /* KWQ_RETRY_AFTER counts a failure */
+	DIFF_MUT_GIVE_UP_LATE,          /* give up past m + 1 failures, not m */
+	DIFF_MUT_REPLACE_IGNORED,       /* replace is ignored */
+	DIFF_MUT_REPLACE_KEEPS_TIE,     /* replace at an equal ready time keeps
+	                                   the old call's place */
+	DIFF_MUT_ADD_MANY_REVERSED,     /* kwq_add_many adds last key first */
+	DIFF_MUT_BATCH_REVERSED,        /* kwq_get_batch lists its items reversed */
+	DIFF_MUT_DONE_MANY_REVERSED,    /* kwq_done_many does the last handle first */
+	DIFF_MUT_DIRTY_COUNTS_WAIT,     /* kwq_item_dirty is true for a pending wait */
+	DIFF_MUT_DEPTH_IGNORES_CANCEL,  /* the depth metric counts cancelled items */
 	DIFF_MUT_COUNT
 };
 
@@ -65,6 +93,11 @@ struct diff_stats {
 		waits_kept, cancels, fired, fired_into_held, ties, steps,
 		shutdowns, drains, rate_limited;
 	unsigned long len_transient; /* kwq_len off at first, right on a re-read */
+	/* the 0.2 alphabet */
+	unsigned long finishes[4], give_ups, finish_refused, cancels_removed,
+		cancels_dirty, replaces, replace_ties, many_calls, many_keys,
+		batches, batch_items, batch_full, done_many_calls, done_many_items,
+		dirty_true, dirty_false, metric_reads, metrics_transient;
 };
 
 struct diff_options {
