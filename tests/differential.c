@@ -16,6 +16,10 @@
  *   differential --mutate NAME ...            a negative control: the model
  *                                             breaks one rule on purpose and
  *                                             the run must fail
+ *   differential --mutations                  every negative control: one TAP
+ *                                             point per mutation, ok when a
+ *                                             seed fails with it and agrees
+ *                                             without it
  *   differential --list-mutations
  *
  * TAP: one test point for long sequences (default 200 seeds x 300
@@ -34,6 +38,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +49,7 @@
 struct cfg {
 	unsigned long seeds, ops, first_seed;
 	unsigned long short_seeds, short_ops;
-	bool one_seed, log;
+	bool one_seed, log, mutations;
 	const char *file;
 	const char *corpus;
 	unsigned long repeat;
@@ -296,6 +301,73 @@ static int corpus(const char *dir, const struct cfg *c)
 	return bad ? 1 : 0;
 }
 
+/*
+ * The negative controls: for each mutation, the seeds of points 1 and 2
+ * until one mismatches with it; that seed must then agree unmutated (else
+ * the mismatch says nothing of the mutation: the next seed is tried).  One
+ * TAP point per mutation, with the mismatch that caught it.
+ */
+static int mutations(const struct cfg *c)
+{
+	printf("1..%d\n", DIFF_MUT_COUNT - 1);
+	size_t cap = DIFF_HEADER_BYTES + (c->ops > c->short_ops ? c->ops : c->short_ops) *
+		     DIFF_OP_BYTES;
+	uint8_t *buf = malloc(cap);
+	if (buf == NULL) {
+		printf("Bail out! out of memory\n");
+		return 1;
+	}
+	int bad = 0;
+	for (int mi = 1; mi < DIFF_MUT_COUNT; mi++) {
+		enum diff_mutation m = (enum diff_mutation)mi;
+		double t0 = now_s();
+		char line[512] = "";
+		unsigned long seed = 0, nops = 0;
+		bool caught = false;
+		for (unsigned long i = 0; !caught && i < c->seeds + c->short_seeds; i++) {
+			bool lng = i < c->seeds;
+			seed = lng ? c->first_seed + i : c->first_seed + 1000000 + (i - c->seeds);
+			nops = lng ? c->ops : c->short_ops;
+			size_t n = diff_generate(seed, nops, buf);
+			char *rep = NULL;
+			size_t replen = 0;
+			FILE *f = open_memstream(&rep, &replen);
+			/* a mutated model's wrong expectation may wait for the
+			 * queue: 1 s, not 10 */
+			struct diff_options o = {
+				.quirks = c->quirks, .mutation = m, .report = f, .patience_ms = 1000,
+			};
+			int rc = diff_run(buf, n, &o);
+			if (f != NULL)
+				fclose(f);
+			if (rc == 1) {
+				struct diff_options u = { .quirks = c->quirks };
+				if (diff_run(buf, n, &u) == 0) {
+					caught = true;
+					const char *e = rep ? strchr(rep, '\n') : NULL;
+					if (rep != NULL)
+						snprintf(line, sizeof line, "%.*s",
+							 (int)(e ? e - rep : (ptrdiff_t)strlen(rep)), rep);
+				} else {
+					printf("# %s: seed %lu mismatches unmutated too; "
+					       "trying the next\n", diff_mutation_name(m), seed);
+				}
+			}
+			free(rep);
+		}
+		if (caught)
+			printf("# %s\n", line);
+		printf("%s %d - mutation %s: %s%lu (%lu operations) (%.2f s)\n",
+		       caught ? "ok" : "not ok", mi, diff_mutation_name(m),
+		       caught ? "caught by seed " : "no seed catches it, the last ",
+		       seed, nops, now_s() - t0);
+		fflush(stdout);
+		bad += !caught;
+	}
+	free(buf);
+	return bad ? 1 : 0;
+}
+
 static unsigned long num_arg(const char *opt, const char *v)
 {
 	char *end;
@@ -322,6 +394,10 @@ int main(int argc, char **argv)
 			c.log = true;
 			continue;
 		}
+		if (strcmp(a, "--mutations") == 0) {
+			c.mutations = true;
+			continue;
+		}
 		if (strcmp(a, "--list-mutations") == 0) {
 			for (int m = 1; m < DIFF_MUT_COUNT; m++)
 				printf("%s\n", diff_mutation_name((enum diff_mutation)m));
@@ -331,7 +407,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "usage: %s [--seeds N] [--ops N] [--first-seed S] "
 					"[--short-seeds N] [--short-ops N] [--seed S] [--file PATH] "
 					"[--corpus DIR] [--repeat N] [--log] [--mutate NAME] "
-					"[--list-mutations]\n", argv[0]);
+					"[--mutations] [--list-mutations]\n", argv[0]);
 			return 2;
 		}
 		i++;
@@ -377,6 +453,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	if (c.mutations)
+		return mutations(&c);
 	if (c.corpus != NULL)
 		return corpus(c.corpus, &c);
 	if (c.file != NULL) {
