@@ -13,10 +13,19 @@
  * three threads run four random operations each, on two shared keys, at
  * the same instant (a barrier, then no pause): kwq_add_with (priority 0
  * or 1), kwq_add_after / kwq_add_with with a delay (1 or 2 ms on the fake
- * clock, priority 0 or 1), kwq_try_get, kwq_get_timeout (100 us) and
- * kwq_done of a handle the thread holds; each thread then dones what it
- * still holds.  Every call records its invocation and response on one
- * global counter.  The fake clock does not move during a round, so a
+ * clock, priority 0 or 1), kwq_try_get, kwq_get_timeout (100 us),
+ * kwq_get_batch (max 2, timeout 0), kwq_cancel, and kwq_done or kwq_finish
+ * (each outcome; RETRY_AFTER 0 or 1 ms) of a handle the thread holds; each
+ * thread then dones what it still holds.  Every call records its
+ * invocation and response on one global counter.
+ *
+ * A call that is more than one step in kwq.h is recorded as its steps, each
+ * with the call's invocation and response, in order: kwq_finish as its add
+ * (or the DROP's cancel of the wait) and then its done, kwq_get_batch as
+ * the gets it made (the batch's items, then, when it took fewer than max,
+ * a get that found nothing).  The limiter waits 1 ms for every failure
+ * (exponential(1 ms, 1 ms)): a RETRY is an add_after of 1 ms, and fires
+ * before the trailer.  The fake clock does not move during a round, so a
  * delayed add's ready time is fixed and nothing fires: every answer
  * depends only on the order the calls take effect in.
  *
@@ -57,18 +66,29 @@
 #define NTHREADS 3
 #define NOPS 4
 #define NKEYS 2
-#define MAXH (NOPS + NOPS + 1) /* ops, then the dones of what is held */
+#define BATCH 2 /* kwq_get_batch's max */
+/* steps: ops (a batch: BATCH + 1 at most, a finish 2), then the dones of
+ * what is held */
+#define MAXH (NOPS * (BATCH + 1) + NOPS * BATCH + 1)
 #define TRAILER NKEYS
 #define MS 1000000LL
 
-enum kind { OP_ADD, OP_ADD_AFTER, OP_TRY_GET, OP_GET_TIMEOUT, OP_DONE };
+enum kind {
+	OP_ADD, OP_ADD_AFTER, OP_TRY_GET, OP_GET_TIMEOUT, OP_DONE, OP_CANCEL,
+	OP_GET_BATCH, OP_FINISH,
+	/* steps of a call, in the history only */
+	OP_BATCH_GET, OP_FINISH_ADD,
+};
 static const char *const kind_name[] = { "add_with", "add_after", "try_get",
-					 "get_timeout", "done" };
+					 "get_timeout", "done", "cancel", "get_batch",
+					 "finish", "batch's get", "finish's add" };
+static const char *const outcome_name[] = { "OK", "RETRY", "RETRY_AFTER", "DROP" };
 
 struct op {
 	enum kind kind;
 	int key, prio;
-	int64_t delay;
+	int64_t delay;  /* add_after; finish: RETRY_AFTER's after_ns */
+	int outcome;    /* finish */
 	/* recorded */
 	uint64_t inv, res;
 	int rc, got_key, got_prio;
@@ -110,11 +130,11 @@ static void run_op(struct thread *t, struct op *o, kwq_item_t **held, int *nheld
 {
 	unsigned char k = (unsigned char)o->key;
 	struct kwq_add_opts opts = KWQ_ADD_OPTS_INIT;
-	kwq_item_t *it = NULL;
+	kwq_item_t *it = NULL, *batch[BATCH];
 
 	o->got_key = -1;
 	o->got_prio = 0;
-	if (o->kind == OP_DONE) {
+	if (o->kind == OP_DONE || o->kind == OP_FINISH) {
 		if (*nheld == 0)
 			return; /* nothing held: not a call */
 		it = held[0];
@@ -147,12 +167,47 @@ static void run_op(struct thread *t, struct op *o, kwq_item_t **held, int *nheld
 	case OP_DONE:
 		o->rc = kwq_done(q, it);
 		break;
+	case OP_CANCEL:
+		o->rc = kwq_cancel(q, &k, 1);
+		break;
+	case OP_GET_BATCH:
+		o->rc = kwq_get_batch(q, batch, BATCH, 0);
+		break;
+	case OP_FINISH:
+		o->rc = kwq_finish(q, it, (enum kwq_outcome)o->outcome, o->delay);
+		break;
+	case OP_BATCH_GET:
+	case OP_FINISH_ADD:
+		break;
 	}
 	o->res = atomic_fetch_add(&stamp, 1);
 	if ((o->kind == OP_TRY_GET || o->kind == OP_GET_TIMEOUT) && o->rc == 0) {
 		o->got_key = key_of(it);
 		o->got_prio = kwq_item_priority(it);
 		held[(*nheld)++] = it;
+	}
+	if (o->kind == OP_GET_BATCH) {
+		/* its gets: the items, then one that found nothing */
+		int n = o->rc > 0 ? o->rc : 0;
+		for (int j = 0; j <= n && j < BATCH; j++) {
+			struct op g = *o;
+			g.kind = OP_BATCH_GET;
+			g.rc = j < n ? 0 : o->rc > 0 ? -EAGAIN : o->rc;
+			if (j < n) {
+				g.got_key = key_of(batch[j]);
+				g.got_prio = kwq_item_priority(batch[j]);
+				held[(*nheld)++] = batch[j];
+			}
+			t->hist[t->nh++] = g;
+		}
+		return;
+	}
+	if (o->kind == OP_FINISH) {
+		struct op a = *o;
+		a.kind = OP_FINISH_ADD;
+		t->hist[t->nh++] = a;
+		o->kind = OP_DONE; /* the done: the call's rc goes with the add */
+		o->rc = 0;
 	}
 	t->hist[t->nh++] = *o;
 }
@@ -272,6 +327,49 @@ static void m_add_after(struct model *m, int i, int64_t ready, int p)
 	k->wprio = max_int(k->wprio, p);
 }
 
+/* kwq_cancel: queued -> absent, a wait dropped, held+dirty -> held; 1 when
+ * something was removed. */
+static int m_cancel(struct model *m, int i)
+{
+	struct mkey *k = &m->k[i];
+	int removed = 0;
+	if (k->waiting) {
+		k->waiting = false;
+		removed = 1;
+	}
+	if (k->st == M_QUEUED) {
+		k->st = M_ABSENT;
+		removed = 1;
+	} else if (k->st == M_DIRTY) {
+		k->st = M_HELD;
+		removed = 1;
+	}
+	return removed;
+}
+
+/* The first step of kwq_finish on the held key i: OK nothing (a forget),
+ * RETRY an add_after of the limiter's 1 ms, RETRY_AFTER add_after(after_ns)
+ * (0: an add), DROP the wait's cancel (a held+dirty key stays dirty). */
+static void m_finish_add(struct model *m, int i, int outcome, int64_t after, int64_t now)
+{
+	switch (outcome) {
+	case KWQ_RETRY:
+		m_add_after(m, i, now + MS, 0);
+		break;
+	case KWQ_RETRY_AFTER:
+		if (after <= 0)
+			m_add(m, i, 0);
+		else
+			m_add_after(m, i, now + after, 0);
+		break;
+	case KWQ_DROP:
+		m->k[i].waiting = false;
+		break;
+	default:
+		break;
+	}
+}
+
 /* The head: highest priority, then oldest; -1 when nothing is queued. */
 static int m_head(const struct model *m)
 {
@@ -340,7 +438,20 @@ static bool m_apply(struct model *m, const struct op *o, int64_t now, const bool
 		return o->rc == 0;
 	case OP_TRY_GET:
 	case OP_GET_TIMEOUT:
+	case OP_BATCH_GET:
 		return m_get(m, o, taken);
+	case OP_CANCEL:
+		return o->rc == m_cancel(m, o->key);
+	case OP_FINISH_ADD: {
+		const struct mkey *k = &m->k[o->key];
+		if (o->rc != 0 || (k->st != M_HELD && k->st != M_DIRTY))
+			return false;
+		m_finish_add(m, o->key, o->outcome, o->delay, now);
+		return true;
+	}
+	case OP_GET_BATCH: /* recorded as its gets */
+	case OP_FINISH:    /* recorded as its add and its done */
+		return false;
 	case OP_DONE: {
 		struct mkey *k = &m->k[o->key];
 		if (o->rc != 0 || (k->st != M_HELD && k->st != M_DIRTY))
@@ -426,9 +537,12 @@ static bool dfs(struct model *m, int next[NTHREADS], int left, struct check *c)
 				const struct op *x = &th[u].hist[j];
 				if (x->inv > o->res || x->res < o->inv)
 					continue;
-				if (x->kind == OP_TRY_GET || x->kind == OP_GET_TIMEOUT)
+				if (x->kind == OP_TRY_GET || x->kind == OP_GET_TIMEOUT ||
+				    x->kind == OP_BATCH_GET)
 					memset(taken, 1, sizeof taken);
-				if (x->kind == OP_ADD || x->kind == OP_ADD_AFTER)
+				if (x->kind == OP_ADD || x->kind == OP_ADD_AFTER ||
+				    (x->kind == OP_FINISH_ADD && (x->outcome == KWQ_RETRY ||
+								  x->outcome == KWQ_RETRY_AFTER)))
 					taken[x->key] = true;
 			}
 		struct model n = *m;
@@ -455,6 +569,9 @@ static void print_history(long round, const struct check *c)
 				fprintf(stderr, " prio %d", o->prio);
 			if (o->kind == OP_ADD_AFTER)
 				fprintf(stderr, " after %lld ms", (long long)(o->delay / MS));
+			if (o->kind == OP_FINISH_ADD)
+				fprintf(stderr, " %s %lld ms", outcome_name[o->outcome],
+					(long long)(o->delay / MS));
 			fprintf(stderr, " -> %d", o->rc);
 			if (o->got_key >= 0)
 				fprintf(stderr, " k%d prio %d", o->got_key, o->got_prio);
@@ -477,11 +594,15 @@ static void plan_round(uint64_t *seed)
 			struct op *o = &th[t].plan[i];
 			memset(o, 0, sizeof *o);
 			unsigned w = (unsigned)(r % 100);
-			o->kind = w < 25 ? OP_ADD : w < 50 ? OP_ADD_AFTER : w < 70 ? OP_TRY_GET
-				: w < 85 ? OP_GET_TIMEOUT : OP_DONE;
+			o->kind = w < 22 ? OP_ADD : w < 42 ? OP_ADD_AFTER : w < 56 ? OP_TRY_GET
+				: w < 64 ? OP_GET_TIMEOUT : w < 72 ? OP_DONE : w < 80 ? OP_CANCEL
+				: w < 88 ? OP_GET_BATCH : OP_FINISH;
 			o->key = (int)((r >> 8) % NKEYS);
 			o->prio = (int)((r >> 16) % 2);
 			o->delay = (int64_t)((r >> 24) % 2 + 1) * MS;
+			o->outcome = (int)((r >> 32) % 4);
+			if (o->kind == OP_FINISH)
+				o->delay = (int64_t)((r >> 40) % 2) * MS;
 		}
 	}
 }
@@ -564,7 +685,8 @@ int main(int argc, char **argv)
 	struct kwq_config cfg = KWQ_CONFIG_INIT;
 	cfg.impl = impl;
 	cfg.clock = clk;
-	if (clk == NULL || (q = kwq_new(&cfg)) == NULL) {
+	cfg.limiter = kwq_limiter_exponential(MS, MS); /* every retry: 1 ms */
+	if (clk == NULL || cfg.limiter == NULL || (q = kwq_new(&cfg)) == NULL) {
 		perror("kwq_new");
 		return 1;
 	}
