@@ -2293,6 +2293,23 @@ static void t_cancel_after_shutdown(void)
 	CHECK_EQ(kwq_len(q), 0);
 	CHECK_EQ(kwq_get(q, &x), -ESHUTDOWN);
 	kwq_free(q);
+
+	/* shutdown dropped the waits before it returned: nothing to cancel,
+	 * the delayed gauge at 0 at once (also for a held key's wait) */
+	q = row_queue("cancel_after_shutdown", NULL, NULL);
+	CHECK_EQ(ADDS(q, "h"), 0);
+	CHECK_GET(q, "h", &a);
+	CHECK_EQ(kwq_add_after(q, "h", 1, 3600 * 1000000000LL), 0);
+	CHECK_EQ(kwq_add_after(q, "w", 1, 3600 * 1000000000LL), 0);
+	kwq_shutdown(q);
+	struct kwq_metrics m = { .size = sizeof m };
+	CHECK_EQ(kwq_metrics_read(q, &m), 0);
+	CHECK_EQ(m.delayed, 0);
+	CHECK_EQ(kwq_cancel(q, "w", 1), 0);
+	CHECK_EQ(kwq_cancel(q, "h", 1), 0);
+	CHECK_EQ(kwq_done(q, a), 0);
+	CHECK_EQ(kwq_get(q, &x), -ESHUTDOWN);
+	kwq_free(q);
 }
 
 /* ------------------------------------------ 0.2: kwq_add_opts.replace */

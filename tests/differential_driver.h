@@ -38,16 +38,17 @@ enum diff_quirk {
 	/* a delayed add absorbed by a queued or held+dirty key raises its
 	 * priority only when the add's priority is > 0 */
 	DIFF_QUIRK_ABSORB_POSITIVE_ONLY = 1u << 1,
-	/* shutdown's drop of the waiting adds is left to the timer thread and
-	 * may not have happened when kwq_shutdown returns: a kwq_cancel of a
-	 * key whose wait it dropped may answer 1 (the model takes 0 or 1),
-	 * and the delayed gauge lags (a re-read allows for it anyway) */
+	/* shutdown's drop of the waiting adds left to the timer thread, as
+	 * the library did before its shutdown dropped them in each key's
+	 * critical section: a kwq_cancel of a key whose wait it dropped may
+	 * answer 1 (the model takes 0 or 1), and the delayed gauge lags (a
+	 * re-read allows for it anyway) */
 	DIFF_QUIRK_SHUTDOWN_DROPS_LATE = 1u << 2,
 };
 
 /* The quirks the library is known to have today (differential.c also runs
  * the strict model, as a TAP TODO, while this is not 0). */
-#define DIFF_KNOWN_QUIRKS DIFF_QUIRK_SHUTDOWN_DROPS_LATE
+#define DIFF_KNOWN_QUIRKS 0u
 
 /* The known quirks that show in some runs only (a race with the timer
  * thread): their TODO point runs its seeds several rounds. */

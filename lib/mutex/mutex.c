@@ -765,6 +765,25 @@ static bool drained(void *ctx)
 	return e;
 }
 
+/*
+ * Shutdown drops every waiting add in its own critical section (the timer
+ * then finds each record stale).  ck_hs_remove leaves a tombstone in the
+ * map the iterator walks, so removing the current item is safe.
+ */
+static void drop_waits(struct mutex_queue *m)
+{
+	ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+	void *obj;
+
+	while (ck_hs_count(&m->waiting) != 0 && ck_hs_next(&m->waiting, &it, &obj)) {
+		struct entry *e = entry_of(obj);
+		kwq__wait_drop(e->wait);
+		wait_end(m, e);
+		if (set_get(&m->processing, obj) == NULL)
+			free(e); /* absent: in no set now (I4) */
+	}
+}
+
 static int mutex_shutdown(struct kwq *q, bool drain, int64_t deadline)
 {
 	struct mutex_queue *m = mq(q);
@@ -772,6 +791,7 @@ static int mutex_shutdown(struct kwq *q, bool drain, int64_t deadline)
 
 	pthread_mutex_lock(&m->lock);
 	m->shutting_down = true;
+	drop_waits(m);
 	wake_all(m);
 	pthread_mutex_unlock(&m->lock);
 	if (drain)

@@ -127,7 +127,8 @@
  *          held, nothing pending).
  *   len    the lanes' snapshots less the stale count (exact when
  *          quiescent).
- *   shutdown  the last shard closed; drain returns when the count of
+ *   shutdown  the last shard closed (each closing drops its shard's waits:
+ *          shutdown drops every waiting add); drain returns when the count of
  *          live entries counted at shutdown (plus nothing new: adds are
  *          refused) reaches zero, or when a plain shutdown happens.
  *
@@ -378,6 +379,7 @@ struct shard {
 	uint32_t live;        /* I3 (under lock) */
 	uint32_t cached;      /* I3 (under lock) */
 	uint32_t sweep_at;    /* sweep when cached reaches this (under lock) */
+	uint32_t waiting;     /* entries with a wait (under lock) */
 	ck_hs_t set;          /* under lock */
 	uintptr_t hot[HOT_SETS][2]; /* lookaside in front of set: tagged entry
 				       pointers, way 0 the more recent (under lock) */
@@ -1116,9 +1118,11 @@ static struct lane *lane_with_wait(struct sharded_queue *s, struct entry *e, str
 	return lane_get(s, e->wait->priority);
 }
 
-/* A key's wait starts or ends (d = 1 or -1): the delayed gauge. */
+/* A key's wait starts or ends (d = 1 or -1): the shard's count (shutdown
+ * drops them), and the delayed gauge. */
 static inline void count_wait(struct sharded_queue *s, struct shard *sh, int d)
 {
+	sh->waiting += (uint32_t)d;
 	if (s->metrics != NULL)
 		kwq__metrics_on_wait(metrics_of(s, sh), d);
 }
@@ -1531,6 +1535,24 @@ static size_t sharded_len(struct kwq *q)
 	return n > 0 ? (size_t)n : 0;
 }
 
+/*
+ * Shutdown drops every waiting add, in the shard's closing critical
+ * section: from then on no wait of the shard's keys is left for a cancel
+ * or a done to see, and the timer finds each record stale (under the
+ * lock; a sweep may free the ABSENT entries afterwards).
+ */
+static void drop_waits(struct sharded_queue *s, struct shard *sh)
+{
+	ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
+	void *obj;
+
+	while (sh->waiting != 0 && ck_hs_next(&sh->set, &it, &obj)) {
+		struct entry *e = entry_of(obj);
+		if (e->wait != NULL)
+			wait_end(s, sh, e, true);
+	}
+}
+
 /* Drained: every live entry counted at shutdown is gone. */
 static bool drained(void *ctx)
 {
@@ -1551,6 +1573,8 @@ static int sharded_shutdown(struct kwq *q, bool drain, int64_t deadline)
 			struct shard *sh = &s->shards[i];
 			shard_lock(sh);
 			sh->closed = true;
+			if (sh->waiting != 0)
+				drop_waits(s, sh);
 			uint32_t live = sh->live;
 			shard_unlock(sh);
 			if (live != 0)
