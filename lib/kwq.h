@@ -15,7 +15,8 @@
  * Conventions
  * -----------
  * Fallible calls return 0 or a negative errno (-EINVAL, -ENOMEM, -ESHUTDOWN,
- * -EAGAIN, -ETIMEDOUT, -ENOTSUP, -EOVERFLOW); kwq_strerror() names them.
+ * -EAGAIN, -ETIMEDOUT, -ENOTSUP, -EOVERFLOW, -ECANCELED); kwq_strerror()
+ * names them.
  * Constructors return a pointer, or NULL with errno set.  Destructors accept
  * NULL.  Times and durations are int64_t nanoseconds.
  *

@@ -732,7 +732,8 @@ static void t_default_config(void)
 static void t_strerror(void)
 {
 	CHECK(strcmp(kwq_strerror(-EINVAL), kwq_strerror(EINVAL)) == 0);
-	const int codes[] = { EINVAL, ENOMEM, ESHUTDOWN, EAGAIN, ETIMEDOUT };
+	const int codes[] = { EINVAL, ENOMEM, ESHUTDOWN, EAGAIN, ETIMEDOUT, ENOTSUP,
+			      EOVERFLOW, ECANCELED };
 	for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
 		const char *s = kwq_strerror(-codes[i]);
 		CHECK(s != NULL && strcmp(s, "unknown error") != 0);

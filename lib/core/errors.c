@@ -24,6 +24,8 @@ const char *kwq_strerror(int err)
 		return "not supported";
 	case EOVERFLOW:
 		return "value too large";
+	case ECANCELED:
+		return "cancelled";
 	default:
 		return "unknown error";
 	}
