@@ -2,7 +2,7 @@
  * bench.h - what the benchmark cases share: the implementation rows, the
  * keys, the run mode, clocks and thread helpers.
  *
- * The workloads are defined in bench/README.md; those definitions are
+ * The workloads are defined in docs/BENCHMARKS.md; those definitions are
  * used to measure other queues too, so the cases keep them exactly (only
  * --quick and --smoke scale the amount of work down, and say so in the
  * label of every run).
