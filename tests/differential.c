@@ -26,11 +26,11 @@
  * operations), one for short ones (default 400 seeds x 25 operations: a
  * fresh queue's first steps), both with the model reproducing the
  * library's known deviations from the contract in kwq.h (DIFF_KNOWN_QUIRKS); then one
- * point per known deviation, with the model following the page on that
+ * point per known deviation, with the model following the header on that
  * rule, marked TODO (expected to fail until the library is fixed; an
  * unexpected pass means the quirk can go; one that shows in some runs only,
  * DIFF_RACY_QUIRKS, gets ten rounds of its seeds).  --quirks BITS runs points 1-2
- * with other quirk bits (0: the page exactly) and no TODO points.  At the
+ * with other quirk bits (0: the header exactly) and no TODO points.  At the
  * first mismatch a point prints the seed, the full log up to the mismatch,
  * then a shrunk sequence that still fails (cut after the mismatch, chunks
  * of operations removed while it still fails) and its bytes in hex, as
@@ -481,7 +481,7 @@ int main(int argc, char **argv)
 	if (c.mut != DIFF_MUT_NONE)
 		printf("# negative control: the model is mutated (%s); these points must fail\n",
 		       diff_mutation_name(c.mut));
-	/* One more point per known deviation: the model follows the page on
+	/* One more point per known deviation: the model follows the header on
 	 * that rule (and keeps the other deviations), as a TAP TODO that is
 	 * expected to fail until the library is fixed; meson then reports an
 	 * unexpected pass: remove the quirk from DIFF_KNOWN_QUIRKS. */

@@ -9,7 +9,7 @@
  * number of the moment it last became queued or was raised), the priority
  * a held+dirty key asked for (dprio), and a pending delayed add (waiting:
  * ready time, priority, and the sequence number of the call that set the
- * ready time).  The rules, as the page gives them:
+ * ready time).  The rules, as lib/kwq.h gives them:
  *
  *   add(p)        absent -> queued at the tail of p; queued -> raised to
  *                 the tail of p if p is higher; held -> held+dirty with
@@ -33,7 +33,7 @@
  *                 counts even when the add is then refused; bad arguments
  *                 count nothing.
  *
- * The 0.2 calls (header bit 7), as the page gives them:
+ * The 0.2 calls (header bit 7), as lib/kwq.h gives them:
  *
  *   finish        OK: forget.  RETRY: with max_attempts m > 0 and the key's
  *                 count already >= m a give-up (forget, give_ups_total + 1,
@@ -63,7 +63,7 @@
  *                 when a key starts waiting, -1 when its wait ends (fired,
  *                 an add, a cancel, a DROP, shutdown); give_ups_total.
  *
- * Where the library is known to differ from the page, a quirk bit
+ * Where the library is known to differ from lib/kwq.h, a quirk bit
  * (DIFF_QUIRK_*, differential_driver.h) makes the model do what the
  * library does, so that the rest can still be compared.
  *

@@ -27,7 +27,7 @@
 /*
  * Model variants.  quirks: rules in which the library is known to differ
  * from the contract in lib/kwq.h, reproduced in the model so that everything else can still
- * be compared (empty once the library follows the page).  mutation:
+ * be compared (empty once the library follows the header).  mutation:
  * deliberately wrong rules (a negative control: the comparison must fail).
  */
 enum diff_quirk {

@@ -6,10 +6,11 @@
  * libFuzzer keeps the input; replay it with the fuzzer binary, or with
  * `differential --file CRASH` in any build (which also shrinks it).
  *
- * Built with -Dfuzz=true by clang only (docs/fuzzing.md).  Environment:
+ * Built with -Dfuzz=true by clang only (README.md, "Differential fuzzing";
+ * tests/fuzz-campaign runs a campaign).  Environment:
  *   KWQ_DIFF_QUIRKS   the model's quirk bits (default DIFF_KNOWN_QUIRKS:
- *                     the library's known deviations from the contract in lib/kwq.h; 0 = the
- *                     page exactly)
+ *                     the library's known deviations from the contract in
+ *                     lib/kwq.h, none today: 0, the header exactly)
  *   KWQ_DIFF_MUTATE   a mutation name (differential --list-mutations): a
  *                     negative control, the fuzzer must then find a crash
  */

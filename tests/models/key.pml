@@ -26,7 +26,7 @@
  * ring and the lanes (a queued key is handed out by the next get that
  * looks), memory (no allocation fails), the rate limiter (it only chooses
  * the delay), and blocking (a get that finds nothing just tries again).
- * kwq_cancel is not modelled: the library does not have it yet.
+ * kwq_cancel is not modelled.
  *
  * Properties:
  *   never two holders   a get never finds the key held;
