@@ -4,6 +4,8 @@
 //! fail broken-no-cancel: -DBROKEN_NO_CANCEL
 //! fail broken-no-stale-check: -DBROKEN_NO_STALE_CHECK
 //! fail broken-drain: -DSHUTDOWN -DBROKEN_DRAIN
+//! fail broken-cancel-keeps-wait: -DBROKEN_CANCEL_KEEPS_WAIT
+//! fail broken-cancel-keeps-dirty: -DBROKEN_CANCEL_KEEPS_DIRTY
 /*
  * key.pml - one key's state machine with its waiting state, as both
  * designs keep it (lib/core/wait.h, lib/mutex/mutex.c, lib/sharded/
@@ -17,8 +19,9 @@
  * pattern), and done; the timer thread firing the records it was handed,
  * in any order and at any time (its clock is abstracted into that
  * nondeterminism), each firing applied only if its record is still the
- * key's current wait; and, with -DSHUTDOWN, a kwq_shutdown_drain from a
- * third thread at any moment.
+ * key's current wait; a canceller making kwq_cancel calls at any moment;
+ * and, with -DSHUTDOWN, a kwq_shutdown_drain from a third thread at any
+ * moment.
  *
  * What is abstracted away: other keys (a key's transitions do not depend
  * on them), priorities and ready times (a delayed add to a waiting key
@@ -26,12 +29,14 @@
  * ring and the lanes (a queued key is handed out by the next get that
  * looks), memory (no allocation fails), the rate limiter (it only chooses
  * the delay), and blocking (a get that finds nothing just tries again).
- * kwq_cancel is not modelled.
  *
  * Properties:
  *   never two holders   a get never finds the key held;
  *   no lost update      at quiescence, an add made after the last get
- *                       began has left the key queued;
+ *                       began, and not cancelled since, has left the key
+ *                       queued;
+ *   nothing cancelled   a get hands the key out only for an add made
+ *   handed out          since the last get began or the last cancel;
  *   no retry lost       at quiescence, a delayed add that made a wait has
  *                       been fired, or dropped by the shutdown, or was
  *                       cancelled by an immediate add, which then owes
@@ -46,7 +51,11 @@
  *   -DBROKEN_NO_CANCEL       the add leaves the wait in place;
  *   -DBROKEN_NO_STALE_CHECK  a firing applies whatever record it carries;
  *   -DBROKEN_DRAIN           the drain returns once the key is not queued
- *                            (a held+dirty key is queued again after it).
+ *                            (a held+dirty key is queued again after it);
+ *   -DBROKEN_CANCEL_KEEPS_WAIT   a cancel marks the wait cancelled but leaves
+ *                            it current (the timer fires it);
+ *   -DBROKEN_CANCEL_KEEPS_DIRTY  a cancel of a held+dirty key leaves it
+ *                            dirty (its done queues it again).
  */
 
 #define ABSENT 0
@@ -57,6 +66,7 @@
 #define MAXREC 4       /* wait records made, in all */
 #define MAXRETRY 2     /* retries a worker makes, in all */
 #define NOPS 3         /* the producer's calls */
+#define NCANCEL 2      /* the canceller's calls */
 
 byte st;
 byte cur;              /* the key's current wait record, 0 = none */
@@ -66,7 +76,7 @@ byte nrec;
 bool shut;
 bool drained;
 byte holders;
-bool owed;             /* an add since the last get began */
+bool owed;             /* an add since the last get began or cancel */
 bool wait_owed;        /* a wait made and not yet resolved */
 bool producer_done;
 bool drain_done;
@@ -132,6 +142,39 @@ inline add_after() {
 	}
 }
 
+/* kwq_cancel (kwq__ops.cancel): one critical section.  A wait exists only
+ * while the key is absent or held, so at most one branch below applies. */
+inline cancel() {
+	atomic {
+		if
+		:: cur != 0 ->
+			cancelled[cur] = 1;
+#ifndef BROKEN_CANCEL_KEEPS_WAIT
+			end_wait()
+#else
+			wait_owed = 0
+#endif
+		:: else -> skip
+		fi;
+		if
+		:: st == QUEUED -> st = ABSENT
+#ifndef BROKEN_CANCEL_KEEPS_DIRTY
+		:: st == DIRTY -> st = HELD
+#endif
+		:: else -> skip
+		fi;
+		owed = 0
+	}
+}
+
+proctype canceller()
+{
+	byte i;
+	for (i : 1 .. NCANCEL) {
+		cancel()
+	}
+}
+
 proctype producer()
 {
 	byte i;
@@ -152,6 +195,7 @@ end_get:
 	:: atomic {
 		st == QUEUED ->
 		assert(holders == 0);
+		assert(owed);   /* nothing cancelled handed out */
 		holders++;
 		st = HELD;
 		owed = 0
@@ -241,6 +285,7 @@ init
 		run worker();
 		run worker();
 		run timer();
+		run canceller();
 #ifdef SHUTDOWN
 		run drainer()
 #endif
