@@ -264,16 +264,22 @@ static void push(struct evs *ke, const struct ev *e)
  * blocked, another that came and went meanwhile) cannot be ordered from
  * the tickets: the previous hand-out of G is the latest one that returned
  * before G started (so it took the key first), the largest start among
- * the hand-outs in end order before G's start.  "Some add A with A.end > x and A.start < G.end" is a
- * prefix maximum: adds in start order, the largest end among those that
- * started before G ended.
+ * the hand-outs in end order before G's start.  "Some add A with
+ * A.end > x and A.start < G.end" is a prefix maximum: adds in start
+ * order, the largest end among those that started before G ended.
  */
+static void sort_evs(struct evs *e, int (*cmp)(const void *, const void *))
+{
+	if (e->n > 1) /* v is NULL when there are none */
+		qsort(e->v, e->n, sizeof *e->v, cmp);
+}
+
 static unsigned long check_key(uint32_t k, struct key_events *ke)
 {
 	unsigned long bad = 0;
-	qsort(ke->add.v, ke->add.n, sizeof(struct ev), by_start);
-	qsort(ke->get.v, ke->get.n, sizeof(struct ev), by_start);
-	qsort(ke->cancel.v, ke->cancel.n, sizeof(struct ev), by_start);
+	sort_evs(&ke->add, by_start);
+	sort_evs(&ke->get, by_start);
+	sort_evs(&ke->cancel, by_start);
 
 	uint64_t *maxend = malloc((ke->add.n + 1) * sizeof *maxend);
 	if (maxend == NULL)
@@ -285,8 +291,10 @@ static unsigned long check_key(uint32_t k, struct key_events *ke)
 	struct ev *ends = malloc((ke->get.n + 1) * sizeof *ends);
 	if (ends == NULL)
 		abort();
-	memcpy(ends, ke->get.v, ke->get.n * sizeof *ends);
-	qsort(ends, ke->get.n, sizeof *ends, by_end);
+	if (ke->get.n > 0)
+		memcpy(ends, ke->get.v, ke->get.n * sizeof *ends);
+	struct evs by_ends = { .v = ends, .n = ke->get.n };
+	sort_evs(&by_ends, by_end);
 
 	size_t c = 0; /* cancels that returned before the current get started */
 	size_t p = 0; /* hand-outs that returned before it started */
