@@ -974,7 +974,9 @@ typedef struct kwq_workers kwq_workers_t;
  * fn(ctx, item, &after_ns); kwq_finish(q, item, outcome, after_ns); until
  * the get answers -ESHUTDOWN (the queue is shut down and nothing is
  * queued).  (A mutex-design get that fails for memory is retried after a
- * millisecond.)  q must outlive the pool (kwq_workers_join before
+ * millisecond; so is a retry that kwq_finish could not record for memory,
+ * the item still held, so that the pool loses no retry to a failing
+ * allocation: the limiter may then count that failure more than once.)  q must outlive the pool (kwq_workers_join before
  * kwq_free).  fn runs on the pool's threads, concurrently with itself for
  * different keys.
  *

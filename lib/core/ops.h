@@ -158,6 +158,14 @@ struct kwq__ops {
 	bool (*shutting_down)(struct kwq *q);
 };
 
+/*
+ * kwq_finish, and with hold_on_nomem a retry that could not be recorded
+ * (-ENOMEM) leaves the handle held (no done): the worker pool tries again
+ * rather than lose the retry.
+ */
+int kwq__finish(struct kwq *q, struct kwq_item *item, enum kwq_outcome outcome,
+		int64_t after_ns, bool hold_on_nomem);
+
 extern const struct kwq__ops kwq__mutex_ops;
 extern const struct kwq__ops kwq__sharded_ops;
 

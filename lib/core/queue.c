@@ -395,6 +395,12 @@ static int finish_retry(kwq_t *q, const struct kwq__key *k)
 
 int kwq_finish(kwq_t *q, kwq_item_t *item, enum kwq_outcome outcome, int64_t after_ns)
 {
+	return kwq__finish(q, item, outcome, after_ns, false);
+}
+
+int kwq__finish(kwq_t *q, kwq_item_t *item, enum kwq_outcome outcome, int64_t after_ns,
+		bool hold_on_nomem)
+{
 	if (q == NULL || item == NULL)
 		return -EINVAL;
 	switch ((int)outcome) {
@@ -427,6 +433,8 @@ int kwq_finish(kwq_t *q, kwq_item_t *item, enum kwq_outcome outcome, int64_t aft
 		q->ops->cancel(q, &k, true);
 		break;
 	}
+	if (rc == -ENOMEM && hold_on_nomem)
+		return rc; /* the caller still holds the handle */
 	q->ops->done(q, item); /* never fails on a held handle */
 	return rc < 0 ? rc : 0;
 }

@@ -9,8 +9,12 @@
  * end the processing with kwq_finish(outcome, after_ns).  The pool cleans
  * what the function returns before kwq_finish sees it (an outcome outside
  * the enum is a KWQ_RETRY, a negative after_ns is 0), so kwq_finish never
- * answers -EINVAL and every handle is consumed; its -ESHUTDOWN and -ENOMEM
- * are the queue's business (the done happened) and the worker goes on.  A
+ * answers -EINVAL; its -ESHUTDOWN is the queue's business (the retry was
+ * refused, the done happened) and the worker goes on.  A retry that cannot
+ * be recorded for memory is not dropped: the worker keeps the item and
+ * asks again after RETRY_NS (kwq__finish with hold_on_nomem), so no item
+ * is lost to a failing allocation (the limiter may count that failure
+ * more than once).  A
  * worker exits when its get answers -ESHUTDOWN: the queue is shut down and
  * nothing is queued.  A mutex-design get that fails for memory took
  * nothing; the worker sleeps RETRY_NS and asks again.
@@ -71,6 +75,7 @@
 #include "alloc.h"
 #include "inject.h"
 #include "kwq.h"
+#include "ops.h"
 
 /* The most workers one pool may have (kwq.h). */
 #define WORKERS_MAX 1024u
@@ -149,8 +154,11 @@ static void *worker_main(void *arg)
 		}
 		if (after_ns < 0)
 			after_ns = 0;
-		/* -ESHUTDOWN, -ENOMEM: the retry was not made, the done was. */
-		(void)kwq_finish(w->q, item, outcome, after_ns);
+		/* A retry that cannot be recorded for memory is tried again,
+		 * the item still held, rather than lost; -ESHUTDOWN: the
+		 * retry was refused, the done made. */
+		while (kwq__finish(w->q, item, outcome, after_ns, true) == -ENOMEM)
+			retry_pause();
 	}
 	return NULL;
 }
