@@ -89,6 +89,14 @@ struct kwq__ops {
 	 */
 	int (*get)(struct kwq *q, struct kwq_item **item, int64_t deadline);
 
+	/*
+	 * Optional (NULL: the core makes the gets): kwq_get_batch, 1 <= max
+	 * <= INT_MAX: the first item as get would hand it out (the same
+	 * deadline and errors), then up to max - 1 more that are queued, as
+	 * gets that do not wait would.  The count, or get's error.
+	 */
+	int (*get_batch)(struct kwq *q, struct kwq_item **items, size_t max, int64_t deadline);
+
 	/* kwq_done() on a non-NULL handle.  0 or -EINVAL (not held); never
 	 * -ENOMEM: a held+dirty key's re-queue was secured by its add. */
 	int (*done)(struct kwq *q, struct kwq_item *item);

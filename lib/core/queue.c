@@ -360,6 +360,10 @@ int kwq_get_batch(kwq_t *q, kwq_item_t **items, size_t max, int64_t timeout_ns)
 	int64_t deadline = timeout_ns == KWQ_FOREVER ? KWQ__DEADLINE_NONE
 			 : timeout_ns <= 0 ? KWQ__DEADLINE_POLL
 					   : kwq__sat_add(kwq__mono_now(), timeout_ns);
+	if (q->ops->get_batch != NULL) {
+		int n = q->ops->get_batch(q, items, max, deadline);
+		return n == -ETIMEDOUT && deadline == KWQ__DEADLINE_POLL ? -EAGAIN : n;
+	}
 	int rc = q->ops->get(q, &items[0], deadline);
 	if (rc != 0)
 		return rc == -ETIMEDOUT && deadline == KWQ__DEADLINE_POLL ? -EAGAIN : rc;

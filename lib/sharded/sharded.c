@@ -1337,9 +1337,19 @@ static int sharded_fire(struct kwq *q, struct kwq__wait *w, const struct kwq__ke
 	return rc;
 }
 
-static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
+/* A named queue's get of e at now (the queue clock's time). */
+static void count_get(struct sharded_queue *s, struct entry *e, int64_t now)
 {
-	struct sharded_queue *s = sq(q);
+	struct entry_times *t = times_of(e);
+	atomic_store_explicit(&t->get_ns, now, memory_order_relaxed);
+	kwq__metrics_on_get(metrics_of(s, shard_of(s, item_of(e)->hash)),
+			    now - atomic_load_explicit(&t->add_ns, memory_order_relaxed));
+}
+
+/* The head, parking until the deadline when none is queued: HELD. */
+static HOT_INLINE int take_or_park(struct sharded_queue *s, struct entry **out,
+				   int64_t deadline)
+{
 	struct entry *e = take(s);
 
 	if (e == NULL) {
@@ -1348,23 +1358,57 @@ static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
 			.pending = pending_cb,
 			.ctx = s,
 		};
-		void *out;
-		int rc = kwq__park_get(&s->park, &src, deadline, &out);
+		void *it;
+		int rc = kwq__park_get(&s->park, &src, deadline, &it);
 		if (rc != 0)
 			return rc;
-		e = out;
+		e = it;
 	}
+	*out = e;
+	return 0;
+}
+
+static int sharded_get(struct kwq *q, struct kwq_item **item, int64_t deadline)
+{
+	struct sharded_queue *s = sq(q);
+	struct entry *e;
+	int rc = take_or_park(s, &e, deadline);
+
+	if (rc != 0)
+		return rc;
 	/* e is HELD (take's SHD.H2); its item's priority is its qprio, written
 	 * before the put (RING.P1). */
-	if (s->metrics != NULL) {
-		struct entry_times *t = times_of(e);
-		int64_t now = kwq__metrics_now(q->clock);
-		atomic_store_explicit(&t->get_ns, now, memory_order_relaxed);
-		kwq__metrics_on_get(metrics_of(s, shard_of(s, item_of(e)->hash)),
-				    now - atomic_load_explicit(&t->add_ns, memory_order_relaxed));
-	}
+	if (s->metrics != NULL)
+		count_get(s, e, kwq__metrics_now(q->clock));
 	*item = item_of(e);
 	return 0;
+}
+
+/*
+ * kwq_get_batch: the first item as a get (parking until the deadline),
+ * the rest as takes that do not park, each its own linearization point (its
+ * SHD.H2 CAS), so that they come out as consecutive gets would; a named
+ * queue reads its clock once for the batch.
+ */
+static int sharded_get_batch(struct kwq *q, struct kwq_item **items, size_t max,
+			     int64_t deadline)
+{
+	struct sharded_queue *s = sq(q);
+	struct entry *e;
+	int rc = take_or_park(s, &e, deadline);
+
+	if (rc != 0)
+		return rc;
+	items[0] = item_of(e);
+	size_t n = 1;
+	while (n < max && (e = take(s)) != NULL)
+		items[n++] = item_of(e);
+	if (s->metrics != NULL) {
+		int64_t now = kwq__metrics_now(q->clock);
+		for (size_t i = 0; i < n; i++)
+			count_get(s, entry_of(items[i]), now);
+	}
+	return (int)n;
 }
 
 /* A named queue's done of a HELD or HELD|DIRTY entry (under the lock). */
@@ -1637,6 +1681,7 @@ const struct kwq__ops kwq__sharded_ops = {
 	.add = sharded_add,
 	.add_many = sharded_add_many,
 	.get = sharded_get,
+	.get_batch = sharded_get_batch,
 	.done = sharded_done,
 	.len = sharded_len,
 	.add_after = sharded_add_after,
