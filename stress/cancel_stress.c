@@ -31,8 +31,9 @@
  *                    returned (nothing may cancel it) is followed by a
  *                    hand-out of k that returned after it began.
  *
- * Delayed adds are short and the producers stop first, so that every wait
- * has fired before the drain (shutdown drops waits).  Exit 0 when every
+ * The producers stop first and the drain waits until the queue's delayed
+ * gauge reads 0, so that every wait has fired before the shutdown (which
+ * drops waits): on a loaded machine the timer thread may run late.  Exit 0 when every
  * oracle held, 1 otherwise; the counts are printed.
  */
 #include <errno.h>
@@ -360,6 +361,7 @@ int main(int argc, char **argv)
 
 	struct kwq_config cfg = KWQ_CONFIG_INIT;
 	cfg.impl = impl;
+	cfg.name = "cancel_stress"; /* its delayed gauge tells when every wait fired */
 	q = kwq_new(&cfg);
 	if (q == NULL) {
 		perror("kwq_new");
@@ -393,8 +395,15 @@ int main(int argc, char **argv)
 	atomic_store(&producers_stop, true);
 	for (int i = 0; i < NPROD; i++)
 		pthread_join(t[NWORK + i], NULL);
-	/* every wait (at most 200 us) has fired; then drain */
-	stress_sleep_ns(20000 * US);
+	/* Wait until every wait has fired (shutdown would drop it): the
+	 * delayed gauge at 0, however long a loaded machine keeps the timer
+	 * thread from running; then drain. */
+	const int64_t give_up = stress_now_ns() + 30 * SEC;
+	struct kwq_metrics m = { .size = sizeof m };
+	while (kwq_metrics_read(q, &m) == 0 && m.delayed != 0 && stress_now_ns() < give_up)
+		stress_sleep_ns(1000 * US);
+	if (m.delayed != 0)
+		fprintf(stderr, "%lld waits still pending after 30 s\n", (long long)m.delayed);
 	kwq_shutdown_drain(q);
 	for (int i = 0; i < NWORK; i++)
 		pthread_join(t[i], NULL);
