@@ -562,8 +562,9 @@ struct kwq_key_ref {
 /*
  * kwq_add_many - kwq_add_with(q, keys[i].key, keys[i].len, opts) for
  * i = 0..n-1 in order (opts NULL: kwq_add), each add its own linearization
- * point, so FIFO follows the array order; faster than n calls (one check
- * of the arguments, one wake for the whole batch).
+ * point, so FIFO follows the array order.  The arguments are checked
+ * once; on the sharded design immediate adds (opts NULL, or no delay and
+ * no rate_limited) wake at most one parked worker for the whole batch.
  *
  * Every key and opts (as kwq_add_with checks it) is checked first: a bad
  * one gives -EINVAL and nothing is added.  keys is read during the call
@@ -584,7 +585,9 @@ KWQ_API int kwq_add_many(kwq_t *q, const struct kwq_key_ref *keys, size_t n,
  * kwq_get, for an item or shutdown), then take up to max queued items
  * exactly as that many consecutive gets would (priority, then FIFO), and
  * return how many it took, their handles in items[0..count-1].  Never
- * waits for a second item.  Each handle is held as one from kwq_get.
+ * waits for a second item.  Each handle is held as one from kwq_get.  On
+ * the sharded design a named queue reads its clock once for the batch
+ * (every item's queue and work durations start from that time).
  *
  * Returns the count (1..max), or -EINVAL (q or items NULL, max == 0),
  * -EAGAIN (did not wait, nothing queued), -ETIMEDOUT, -ESHUTDOWN (shut
