@@ -31,9 +31,14 @@
 /* Any non-NULL pointer works for a zero-length key. */
 static const unsigned char empty_key[1];
 
+static bool key_valid(const void *key, size_t len)
+{
+	return (key != NULL || len == 0) && len <= KWQ_KEY_MAX;
+}
+
 static int key_check(const kwq_t *q, const void *key, size_t len, struct kwq__key *k)
 {
-	if (q == NULL || (key == NULL && len > 0) || len > KWQ_KEY_MAX)
+	if (q == NULL || !key_valid(key, len))
 		return -EINVAL;
 	k->bytes = len > 0 ? key : empty_key;
 	k->len = (uint32_t)len;
@@ -249,7 +254,7 @@ int kwq_add_many(kwq_t *q, const struct kwq_key_ref *keys, size_t n,
 		return -EINVAL;
 	/* Every key first: a bad one adds nothing. */
 	for (size_t i = 0; i < n; i++)
-		if ((keys[i].key == NULL && keys[i].len > 0) || keys[i].len > KWQ_KEY_MAX)
+		if (!key_valid(keys[i].key, keys[i].len))
 			return -EINVAL;
 	if (q->ops->add_many != NULL &&
 	    (opts == NULL || (opts->after_ns <= 0 && !opts->rate_limited)))

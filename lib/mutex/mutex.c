@@ -381,6 +381,17 @@ static void wait_end(struct mutex_queue *m, struct entry *e)
 		kwq__metrics_on_wait(m->metrics, -1);
 }
 
+/* A wait dropped (by kwq_cancel or shutdown): the record goes stale, and
+ * an absent key's entry, in no set now (I4), is freed. */
+static void drop_wait(struct mutex_queue *m, struct entry *e)
+{
+	struct kwq_item *it = item_of(e);
+	kwq__wait_drop(e->wait);
+	wait_end(m, e);
+	if (set_get(&m->processing, it) == NULL)
+		free(e);
+}
+
 static void set_dirty(struct entry *e, bool dirty)
 {
 	atomic_store_explicit(&e->dirty, dirty, memory_order_relaxed);
@@ -712,11 +723,7 @@ static int mutex_cancel(struct kwq *q, const struct kwq__key *k, bool wait_only)
 			kwq__metrics_on_cancel(m->metrics);
 		rc = 1;
 	} else if ((it = waiting_get(m, &probe)) != NULL) {
-		e = entry_of(it);
-		kwq__wait_drop(e->wait);
-		wait_end(m, e);
-		if (set_get(&m->processing, it) == NULL)
-			free(e); /* absent: in no set now (I4) */
+		drop_wait(m, entry_of(it));
 		rc = 1;
 	}
 	pthread_mutex_unlock(&m->lock);
@@ -776,11 +783,7 @@ static void drop_waits(struct mutex_queue *m)
 	void *obj;
 
 	while (ck_hs_count(&m->waiting) != 0 && ck_hs_next(&m->waiting, &it, &obj)) {
-		struct entry *e = entry_of(obj);
-		kwq__wait_drop(e->wait);
-		wait_end(m, e);
-		if (set_get(&m->processing, obj) == NULL)
-			free(e); /* absent: in no set now (I4) */
+		drop_wait(m, entry_of(obj));
 	}
 }
 
