@@ -438,7 +438,7 @@ static void s_parallel(struct run *r)
 }
 
 /* kwq_add_many of keys from..from+n-1: the accepted prefix is owed. */
-static void do_add_many(struct run *r, int from, int n)
+static void do_add_many(struct run *r, int from, int n, const struct kwq_add_opts *o)
 {
 	int keys[64];
 	struct kwq_key_ref refs[64];
@@ -447,7 +447,7 @@ static void do_add_many(struct run *r, int from, int n)
 		refs[i] = (struct kwq_key_ref){ &keys[i], sizeof keys[i] };
 	}
 	long b = kwq__failpoint_count();
-	int rc = kwq_add_many(r->q, refs, (size_t)n, NULL);
+	int rc = kwq_add_many(r->q, refs, (size_t)n, o);
 	account(r, C_ADD_MANY, b);
 	if (rc == -ENOMEM)
 		return;
@@ -483,7 +483,10 @@ static void do_finish(struct run *r, kwq_item_t *it, int k, enum kwq_outcome o)
 static void s_v02(struct run *r)
 {
 	for (int k = 0; k < 1100; k += 50)
-		do_add_many(r, k, 50);
+		do_add_many(r, k, 50, NULL);
+	struct kwq_add_opts o = KWQ_ADD_OPTS_INIT;
+	o.priority = -7; /* a new lane, made by the batch (after the others) */
+	do_add_many(r, 1100, 8, &o);
 	kwq_item_t *items[8];
 	long b = kwq__failpoint_count();
 	int n = kwq_get_batch(r->q, items, 8, 0);

@@ -1240,7 +1240,7 @@ static int sharded_add_many(struct kwq *q, const struct kwq__key *keys, size_t n
 	}
 	if (any)
 		kwq__park_notify(&s->park);
-	*accepted = rc >= 0 ? n : i - 1;
+	*accepted = rc >= 0 ? n : i > 0 ? i - 1 : 0; /* 0: the lane failed */
 	return rc < 0 ? rc : 0;
 }
 
