@@ -208,10 +208,11 @@
  * runs in SPMC|OBJECT mode with the precomputed hash (kwq_item.hash) and
  * no DELETE mode (removal is rare: sweeps only); the set is sized by use,
  * and thanks to the ABSENT cache a recurring key costs one lookup and no
- * insert or remove.  Note: Debian's libck is built with
- * CK_MD_POINTER_PACK_DISABLE, so OBJECT mode stores no hash bits in the
- * slots and every probed slot costs a compare callback that dereferences
- * an entry; that, not the locking, is most of ck_hs's cost here.
+ * insert or remove.  Debian's libck is built with
+ * CK_MD_POINTER_PACK_DISABLE, so ck_hs stores no hash bits in its slots;
+ * the set's values carry 7 bits of the hash themselves (set_value), so
+ * that the compare callback rejects another key's slot without reading
+ * its entry.
  *
  * Metrics (named queues only): one kwq__metrics_block per shard; the add
  * (counted, and its time recorded, before the put that publishes the
@@ -497,15 +498,63 @@ static inline uintptr_t hot_pack(struct entry *e, uint64_t hash)
 	return (uintptr_t)e >> 48 ? 0 : (uintptr_t)e | HOT_TAG(hash) << 48;
 }
 
+/*
+ * The shard's set holds each entry's item pointer with 7 bits of its hash
+ * in bits 57-63 (set_value), so that ck_hs's compare callback rejects a
+ * slot of another key without reading its entry: Debian's libck is built
+ * without pointer packing, and each probed slot of another key would
+ * otherwise cost a cache miss on that key's entry (0.36 a lookup at
+ * W2's K = 100000).  ck_hs itself only stores, compares and hands back
+ * the values (and rehashes them through set_hash); every value leaving it
+ * goes through set_item.  User addresses on the 64-bit targets Linux
+ * supports fit in 57 bits; an entry that does not is refused with -ENOMEM
+ * (entry_create).
+ */
+#define SET_TAG_SHIFT 57
+#define SET_PTR_MASK ((UINT64_C(1) << SET_TAG_SHIFT) - 1)
+static_assert(UINTPTR_MAX == UINT64_MAX, "set values and lookaside ways pack 64-bit pointers");
+
+static inline uintptr_t set_tag(uint64_t hash)
+{
+	return (uintptr_t)((hash >> 24) & 0x7f) << SET_TAG_SHIFT;
+}
+
+static inline void *set_value(struct entry *e)
+{
+	return (void *)((uintptr_t)item_of(e) | set_tag(item_of(e)->hash));
+}
+
+static inline struct entry *set_item(void *v)
+{
+	return entry_of((void *)((uintptr_t)v & SET_PTR_MASK));
+}
+
+static unsigned long set_hash(const void *v, unsigned long seed)
+{
+	return kwq__item_hs_hash((const void *)((uintptr_t)v & SET_PTR_MASK), seed);
+}
+
+/* stored: a set value; key: a probe (get) or a set value (put, remove). */
+static bool set_compare(const void *stored, const void *key)
+{
+	const void *b = (const void *)((uintptr_t)key & SET_PTR_MASK);
+	uint64_t hash;
+
+	memcpy(&hash, (const char *)b + offsetof(struct kwq_item, hash), sizeof hash);
+	if (((uintptr_t)stored & ~(uintptr_t)SET_PTR_MASK) != set_tag(hash))
+		return false;
+	return kwq__item_hs_compare((const void *)((uintptr_t)stored & SET_PTR_MASK), b);
+}
+
 static struct entry *shard_find_slow(struct shard *sh, const struct kwq__key *k,
 				     uintptr_t *way)
 {
 	struct kwq__probe probe;
 	kwq__item_probe(&probe, k);
-	struct kwq_item *it = ck_hs_get(&sh->set, (unsigned long)k->hash, &probe);
-	if (it == NULL)
+	void *v = ck_hs_get(&sh->set, (unsigned long)k->hash, &probe);
+	if (v == NULL)
 		return NULL;
-	struct entry *e = entry_of(it);
+	struct entry *e = set_item(v);
 	way[1] = way[0];
 	way[0] = hot_pack(e, k->hash);
 	return e;
@@ -841,7 +890,7 @@ static void free_shards(struct sharded_queue *s, unsigned n)
 		ck_hs_iterator_t it = CK_HS_ITERATOR_INITIALIZER;
 		void *obj;
 		while (ck_hs_next(&sh->set, &it, &obj))
-			entry_free(s, entry_of(obj));
+			entry_free(s, set_item(obj));
 		ck_hs_destroy(&sh->set);
 	}
 	free(s->shards);
@@ -878,7 +927,7 @@ static struct kwq *sharded_new(const struct kwq *base, const struct kwq_config *
 #ifdef KWQ__SHARD_LOCK_PTHREAD
 		pthread_mutex_init(shard_mutex(sh), NULL);
 #endif
-		if (!ck_hs_init(&sh->set, HS_MODE, kwq__item_hs_hash, kwq__item_hs_compare,
+		if (!ck_hs_init(&sh->set, HS_MODE, set_hash, set_compare,
 				&kwq__ck_allocator, HS_INITIAL, base->seed)) {
 			free_shards(s, i);
 			goto free_s;
@@ -960,13 +1009,13 @@ static void sweep(struct sharded_queue *s, struct shard *sh)
 	uint32_t freed = 0;
 
 	while (ck_hs_next(&sh->set, &it, &obj)) {
-		struct entry *e = entry_of(obj);
+		struct entry *e = set_item(obj);
 		if (state_get(e) != ST_ABSENT ||
 		    e->stale != 0 ||     /* a lane still points to it */
 		    e->wait != NULL)     /* it waits on a delayed add */
 			continue;
 		if (e->aged) {
-			ck_hs_remove(&sh->set, (unsigned long)item_of(e)->hash, item_of(e));
+			ck_hs_remove(&sh->set, (unsigned long)item_of(e)->hash, set_value(e));
 			shard_forget(sh, e);
 			entry_free(s, e);
 			freed++;
@@ -995,7 +1044,8 @@ static struct entry *entry_create(struct sharded_queue *s, struct shard *sh,
 		return NULL;
 	atomic_init(&e->state, ST_ABSENT);
 	*qprio_of(e) = 0;
-	if (!ck_hs_put(&sh->set, (unsigned long)k->hash, item_of(e))) {
+	if (((uintptr_t)item_of(e) & ~(uintptr_t)SET_PTR_MASK) != 0 || /* set_value */
+	    !ck_hs_put(&sh->set, (unsigned long)k->hash, set_value(e))) {
 		entry_free(s, e);
 		return NULL;
 	}
@@ -1006,7 +1056,7 @@ static struct entry *entry_create(struct sharded_queue *s, struct shard *sh,
 /* An entry entry_create() made that its caller could not use. */
 static void entry_unmake(struct sharded_queue *s, struct shard *sh, struct entry *e)
 {
-	ck_hs_remove(&sh->set, (unsigned long)item_of(e)->hash, item_of(e));
+	ck_hs_remove(&sh->set, (unsigned long)item_of(e)->hash, set_value(e));
 	shard_forget(sh, e);
 	sh->cached--;
 	entry_free(s, e);
@@ -1591,7 +1641,7 @@ static void drop_waits(struct sharded_queue *s, struct shard *sh)
 	void *obj;
 
 	while (sh->waiting != 0 && ck_hs_next(&sh->set, &it, &obj)) {
-		struct entry *e = entry_of(obj);
+		struct entry *e = set_item(obj);
 		if (e->wait != NULL)
 			wait_end(s, sh, e, true);
 	}
@@ -1654,7 +1704,7 @@ static void sharded_metrics(struct kwq *q, struct kwq_metrics *out, int64_t now)
 		shard_lock(sh);
 		if (sh->live != 0) {
 			while (ck_hs_next(&sh->set, &it, &obj)) {
-				struct entry *e = entry_of(obj);
+				struct entry *e = set_item(obj);
 				uint32_t st = state_get(e);
 				if (st == ST_HELD || st == ST_HELD_DIRTY)
 					kwq__metrics_held(out, now, atomic_load_explicit(
