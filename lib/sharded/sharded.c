@@ -469,8 +469,8 @@ static void entry_free(struct sharded_queue *s, struct entry *e)
  * Find k's entry in its shard (under the shard lock).  A small two-way
  * lookaside of recently found entries sits in front of the ck_hs set: a
  * hit costs a compare (the hash first) instead of a ck_hs probe (about
- * 200 instructions with Debian's libck, whose slots hold no hash bits, so
- * that every probed slot costs a compare callback), and hot keys (W3, W2
+ * 200 instructions with Debian's libck, whose own slots hold no hash bits:
+ * see set_value), and hot keys (W3, W2
  * at K=64, a coalescing add) and small per-shard working sets (W1: 4 keys
  * a shard) mostly hit.  Two ways, not one: keys taken in turn that share
  * a direct-mapped slot would evict each other on every lookup.  Each way
