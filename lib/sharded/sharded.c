@@ -450,7 +450,7 @@ static struct entry *entry_of(void *it)
 static struct shard *shard_of(struct sharded_queue *s, uint64_t hash)
 {
 	/* Bits 48 and up (at most 65536 shards): ck_hs uses the low bits, the
-	 * lookaside bits 20-22. */
+	 * lookaside bits 20-22 and 32-47, the set's value tags bits 24-30. */
 	return &s->shards[(uint32_t)(hash >> 48) & s->shard_mask];
 }
 
@@ -506,10 +506,17 @@ static inline uintptr_t hot_pack(struct entry *e, uint64_t hash)
  * otherwise cost a cache miss on that key's entry (0.36 a lookup at
  * W2's K = 100000).  ck_hs itself only stores, compares and hands back
  * the values (and rehashes them through set_hash); every value leaving it
- * goes through set_item.  User addresses on the 64-bit targets Linux
- * supports fit in 57 bits; an entry that does not is refused with -ENOMEM
- * (entry_create).
+ * goes through set_item.  This assumes untagged heap pointers below 2^57:
+ * true of every x86-64 Linux process (user space ends below 2^56 even
+ * with 5-level paging) and of arm64 without heap tagging; where malloc
+ * tags its pointers (arm64 MTE, HWASan), entries with tag bits set are
+ * refused with -ENOMEM (entry_create), so such builds should use the
+ * mutex design.  A libck built with pointer packing (CK_HS_PP) would
+ * write its own bits over the tag: the build refuses it.
  */
+#ifdef CK_HS_PP
+#error "the shard set's tagged values need a libck built without pointer packing"
+#endif
 #define SET_TAG_SHIFT 57
 #define SET_PTR_MASK ((UINT64_C(1) << SET_TAG_SHIFT) - 1)
 static_assert(UINTPTR_MAX == UINT64_MAX, "set values and lookaside ways pack 64-bit pointers");
